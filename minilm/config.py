@@ -1,0 +1,106 @@
+"""Encoder configuration, read from a Hugging Face ``config.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("bert",)
+
+# Activation names as they appear in config.json. "gelu" is BERT's exact erf GELU; the tanh
+# approximation differs in the 4th decimal, which is far outside our parity budget.
+SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish")
+
+
+@dataclass
+class EncoderConfig:
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    model_type: str = "bert"
+    # Position ids are `position_offset + index_in_sequence`. 0 for BERT.
+    position_offset: int = 0
+
+    def __post_init__(self) -> None:
+        for f in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                  "max_position_embeddings"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"config.json: {f} must be a positive integer, got {v!r}")
+        if self.type_vocab_size < 0:
+            raise ValueError(f"config.json: type_vocab_size must be >= 0, got {self.type_vocab_size!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"config.json: hidden_size={self.hidden_size} is not divisible by "
+                f"num_attention_heads={self.num_attention_heads}"
+            )
+        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+            raise ValueError(
+                f"config.json: hidden_act={self.hidden_act!r} is not supported; expected one of {SUPPORTED_ACTIVATIONS}"
+            )
+        if self.max_positions <= 0:
+            raise ValueError(
+                f"config.json: max_position_embeddings={self.max_position_embeddings} leaves no usable positions "
+                f"after the offset {self.position_offset}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def max_positions(self) -> int:
+        """How many tokens one sequence may hold (the position table minus its offset)."""
+        return self.max_position_embeddings - self.position_offset
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EncoderConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"config.json must hold a JSON object, got {type(d).__name__}")
+        model_type = d.get("model_type")
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(
+                f"Unsupported model_type={model_type!r} in config.json; minilm supports {SUPPORTED_MODEL_TYPES}"
+            )
+        if d.get("auto_map"):
+            raise ValueError(
+                "config.json declares custom code (auto_map); minilm never runs code from a model folder"
+            )
+        pet = d.get("position_embedding_type", "absolute")
+        if pet != "absolute":
+            raise ValueError(f"position_embedding_type={pet!r} is not supported (only 'absolute')")
+        if d.get("is_decoder") or d.get("add_cross_attention"):
+            raise ValueError("decoder / cross-attention BERT configs are not sentence encoders; not supported")
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        kwargs["model_type"] = model_type
+        required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+        missing = [k for k in required if k not in kwargs]
+        if missing:
+            raise ValueError(f"config.json is missing required keys: {missing}")
+        if kwargs.get("pad_token_id") is None:
+            kwargs["pad_token_id"] = 0
+        return cls(**kwargs)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "EncoderConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No config.json at {path}")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        return cls.from_dict(d)

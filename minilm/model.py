@@ -1,0 +1,224 @@
+"""A hand-written BERT-family encoder over unpadded (varlen) batches.
+
+Every per-token op (embeddings, the fused QKV projection, the MLP, LayerNorm) runs on a
+``(total_tokens, hidden)`` tensor holding only real tokens. Attention is the only op that
+needs sequence boundaries; it gets them from ``cu_seqlens`` (int32, ``(batch + 1,)``), as in
+flash-attention's varlen interface.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import EncoderConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VarlenBatch:
+    """A batch of sequences laid end to end.
+
+    input_ids:      (total_tokens,) int64
+    cu_seqlens:     (batch + 1,) int32, cumulative sequence lengths starting at 0
+    max_seqlen:     length of the longest sequence
+    position_ids:   (total_tokens,) int64
+    token_type_ids: (total_tokens,) int64, or None for models without token types
+    """
+
+    input_ids: Tensor
+    cu_seqlens: Tensor
+    max_seqlen: int
+    position_ids: Tensor
+    token_type_ids: Optional[Tensor] = None
+    _pad_index: Optional[Tensor] = None
+    _key_mask: Optional[Tensor] = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.cu_seqlens.numel() - 1
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_ids.numel()
+
+    def seqlens(self) -> Tensor:
+        return (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).long()
+
+    def to(self, device: torch.device | str) -> "VarlenBatch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return VarlenBatch(move(self.input_ids), move(self.cu_seqlens), self.max_seqlen,
+                           move(self.position_ids), move(self.token_type_ids))
+
+    def pad_index(self) -> Tensor:
+        """(total_tokens,) int64: row of each token in the padded ``(batch * max_seqlen)`` layout."""
+        if self._pad_index is None:
+            seqlens = self.seqlens()
+            starts = torch.repeat_interleave(self.cu_seqlens[:-1].long(), seqlens)
+            seq_ids = torch.repeat_interleave(torch.arange(self.batch_size, device=seqlens.device), seqlens)
+            pos = torch.arange(self.total_tokens, device=seqlens.device) - starts
+            self._pad_index = seq_ids * self.max_seqlen + pos
+        return self._pad_index
+
+    def key_mask(self) -> Tensor:
+        """(batch, 1, 1, max_seqlen) bool: True where a key is a real token."""
+        if self._key_mask is None:
+            ar = torch.arange(self.max_seqlen, device=self.cu_seqlens.device)
+            self._key_mask = (ar[None, :] < self.seqlens()[:, None]).view(self.batch_size, 1, 1, self.max_seqlen)
+        return self._key_mask
+
+
+def make_varlen_batch(sequences: list[list[int]], position_offset: int = 0,
+                      type_ids: list[list[int]] | None = None, with_token_types: bool = True) -> VarlenBatch:
+    """Build a :class:`VarlenBatch` on CPU from token-id lists."""
+    lengths = [len(s) for s in sequences]
+    cu = torch.zeros(len(sequences) + 1, dtype=torch.int32)
+    if lengths:
+        cu[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.int32), 0)
+    flat = [t for s in sequences for t in s]
+    input_ids = torch.tensor(flat, dtype=torch.int64)
+    positions = torch.tensor([p + position_offset for n in lengths for p in range(n)], dtype=torch.int64)
+    token_types = None
+    if with_token_types:
+        if type_ids is None:
+            token_types = torch.zeros_like(input_ids)
+        else:
+            token_types = torch.tensor([t for s in type_ids for t in s], dtype=torch.int64)
+    return VarlenBatch(input_ids, cu, max(lengths, default=0), positions, token_types)
+
+
+_ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.word = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.position = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size) if cfg.type_vocab_size > 0 else None
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+    def forward(self, batch: VarlenBatch) -> Tensor:
+        x = self.word(batch.input_ids) + self.position(batch.position_ids)  # (total_tokens, hidden)
+        if self.token_type is not None:
+            if batch.token_type_ids is None:
+                # Single-segment input: every token has type 0; a broadcast row saves a gather.
+                x = x + self.token_type.weight[0]
+            else:
+                x = x + self.token_type(batch.token_type_ids)
+        return self.norm(x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention within each sequence of a varlen batch."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.head_dim = cfg.head_dim
+        # One (3 * hidden, hidden) matmul instead of three: fewer, larger GEMMs.
+        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.use_triton = False
+
+    def forward(self, x: Tensor, batch: VarlenBatch) -> Tensor:
+        T, H = x.shape
+        qkv = self.qkv(x).view(T, 3, self.num_heads, self.head_dim)  # (total_tokens, 3, heads, head_dim)
+        if self.use_triton:
+            from .kernels.attention import varlen_attention
+
+            q, k, v = qkv.unbind(1)  # strided views, no copy
+            o = varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, backend="triton")
+        else:
+            o = padded_sdpa(qkv, batch)
+        return self.out(o.reshape(T, H))
+
+
+def padded_sdpa(qkv: Tensor, batch: VarlenBatch) -> Tensor:
+    """Attention through PyTorch's SDPA on a padded view of the batch.
+
+    qkv: (total_tokens, 3, heads, head_dim) -> (total_tokens, heads, head_dim)
+    """
+    T, _, nh, hd = qkv.shape
+    B, L = batch.batch_size, batch.max_seqlen
+    if B == 1 or bool((batch.seqlens() == L).all()):
+        # Every sequence is full length: the padded layout is a plain view, no mask needed.
+        q, k, v = qkv.view(B, L, 3, nh, hd).permute(2, 0, 3, 1, 4)  # each (B, heads, L, head_dim)
+        o = F.scaled_dot_product_attention(q, k, v)
+        return o.transpose(1, 2).reshape(T, nh, hd)
+    idx = batch.pad_index()
+    padded = qkv.new_zeros(B * L, 3, nh, hd)
+    padded.index_copy_(0, idx, qkv)
+    q, k, v = padded.view(B, L, 3, nh, hd).permute(2, 0, 3, 1, 4)  # each (B, heads, L, head_dim)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=batch.key_mask())
+    o = o.transpose(1, 2).reshape(B * L, nh, hd)  # (B * L, heads, head_dim)
+    return o.index_select(0, idx)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.act = _ACTIVATIONS[cfg.hidden_act]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(self.act(self.up(x)))
+
+
+class Layer(nn.Module):
+    """One post-LayerNorm transformer layer (BERT order: sublayer, add, norm)."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.attn = Attention(cfg)
+        self.attn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.mlp = MLP(cfg)
+        self.mlp_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.use_triton = False
+
+    def _add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
+        if self.use_triton:
+            from .kernels.layernorm import add_layer_norm
+
+            return add_layer_norm(x, residual, norm.weight, norm.bias, norm.eps, backend="triton")
+        return norm(x + residual)
+
+    def forward(self, x: Tensor, batch: VarlenBatch) -> Tensor:
+        x = self._add_norm(self.attn(x, batch), x, self.attn_norm)  # (total_tokens, hidden)
+        return self._add_norm(self.mlp(x), x, self.mlp_norm)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.config = cfg
+        self.embeddings = Embeddings(cfg)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
+
+    def set_triton(self, enabled: bool) -> None:
+        """Route attention and residual+LayerNorm through the Triton kernels (CUDA only)."""
+        for layer in self.layers:
+            layer.use_triton = enabled
+            layer.attn.use_triton = enabled
+
+    def forward(self, batch: VarlenBatch) -> Tensor:
+        """batch -> last hidden state, (total_tokens, hidden)."""
+        x = self.embeddings(batch)
+        for layer in self.layers:
+            x = layer(x, batch)
+        return x
+

@@ -1,0 +1,96 @@
+"""Sentence-transformers' pooling modes over the unpadded layout.
+
+``hidden`` is ``(total_tokens, H)`` and ``cu_seqlens`` ``(B + 1,)``; each mode gives ``(B, H)``
+and several modes are concatenated in sentence-transformers' fixed order.
+Semantics follow sentence-transformers' padded implementation exactly, including its edge
+cases: with ``include_prompt=False`` the first ``prompt_length`` tokens are masked out, a
+sequence left with no tokens pools to zeros (mean) and its CLS falls back to position 0.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+# The order legacy ``pooling_mode_*`` flags are concatenated in; a 6.x ``pooling_mode`` list
+# is concatenated in the order it is written.
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+
+_LEGACY_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+def modes_from_config(cfg: dict) -> tuple[tuple[str, ...], bool]:
+    """(modes, include_prompt) from a ``1_Pooling/config.json`` of any sentence-transformers version."""
+    if "pooling_mode" in cfg and not isinstance(cfg["pooling_mode"], bool):
+        raw = cfg["pooling_mode"]
+        modes = (raw,) if isinstance(raw, str) else tuple(raw)
+    else:
+        modes = tuple(mode for key, mode in _LEGACY_KEYS.items() if cfg.get(key, False))
+        if not modes:
+            modes = ("mean",)
+    for m in modes:
+        if m not in POOLING_MODES:
+            raise ValueError(f"Unknown pooling mode {m!r} in Pooling config; supported: {POOLING_MODES}")
+    return modes, bool(cfg.get("include_prompt", True))
+
+
+def pool(hidden: Tensor, cu_seqlens: Tensor, modes: Sequence[str], prompt_length: int = 0) -> Tensor:
+    """hidden (total_tokens, H), cu_seqlens (B + 1,) -> (B, len(modes) * H).
+
+    Outputs are concatenated in the order of ``modes``.
+    Float16/bfloat16 inputs are accumulated in float32 for the mean variants, as
+    sentence-transformers does, and cast back.
+    """
+    T, H = hidden.shape
+    B = cu_seqlens.numel() - 1
+    device = hidden.device
+    cu = cu_seqlens.long()
+    seqlens = cu[1:] - cu[:-1]  # (B,)
+    seg = torch.repeat_interleave(torch.arange(B, device=device), seqlens)  # (T,)
+    pos = torch.arange(T, device=device) - cu[:-1][seg]  # position of each token in its sequence
+    keep = pos >= prompt_length if prompt_length else None  # (T,) tokens that count for pooling
+    counts = (seqlens - prompt_length).clamp(min=0) if prompt_length else seqlens
+
+    acc = torch.float32 if hidden.dtype in (torch.float16, torch.bfloat16) else hidden.dtype
+    out = []
+    mean_sum = None
+    for mode in modes:
+        if mode == "cls":
+            first = cu[:-1] + torch.where(counts > 0, prompt_length, 0) if prompt_length else cu[:-1]
+            out.append(hidden[first.clamp(max=max(T - 1, 0))] if T else hidden.new_zeros(B, H))
+        elif mode == "lasttoken":
+            last = (cu[1:] - 1).clamp(min=0)
+            v = hidden[last] if T else hidden.new_zeros(B, H)
+            # A sequence whose every token is masked pools to zeros, like sentence-transformers'.
+            out.append(torch.where((counts > 0)[:, None], v, torch.zeros_like(v)))
+        elif mode == "max":
+            x, s = (hidden, seg) if keep is None else (hidden[keep], seg[keep])
+            m = torch.full((B, H), float("-inf"), device=device, dtype=hidden.dtype)
+            m = m.scatter_reduce(0, s[:, None].expand(-1, H), x, reduce="amax")
+            out.append(m)
+        elif mode in ("mean", "mean_sqrt_len_tokens"):
+            if mean_sum is None:
+                x, s = (hidden, seg) if keep is None else (hidden[keep], seg[keep])
+                mean_sum = torch.zeros(B, H, device=device, dtype=acc).index_add_(0, s, x.to(acc))
+            denom = counts.to(acc).clamp(min=1e-9)[:, None]
+            if mode == "mean_sqrt_len_tokens":
+                denom = denom.sqrt()
+            out.append((mean_sum / denom).to(hidden.dtype))
+        elif mode == "weightedmean":
+            x, s, p = (hidden, seg, pos) if keep is None else (hidden[keep], seg[keep], pos[keep])
+            w = (p + 1).to(acc)[:, None]  # (tokens, 1): weight = 1-based position
+            num = torch.zeros(B, H, device=device, dtype=acc).index_add_(0, s, x.to(acc) * w)
+            den = torch.zeros(B, 1, device=device, dtype=acc).index_add_(0, s, w)
+            out.append((num / den.clamp(min=1e-9)).to(hidden.dtype))
+        else:
+            raise ValueError(f"Unknown pooling mode {mode!r}")
+    return torch.cat(out, dim=-1)

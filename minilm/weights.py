@@ -1,0 +1,181 @@
+"""Checkpoint reading and the one explicit name map from Hugging Face keys to ours.
+
+Loading is strict: a missing tensor, a tensor we do not know, or a tensor whose shape does
+not match the config raises ``ValueError`` naming it. Only ``safetensors`` files and, as a
+fallback, ``pytorch_model.bin`` through ``torch.load(weights_only=True)`` are read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from .config import EncoderConfig
+
+logger = logging.getLogger(__name__)
+
+# Checkpoint tensors that are not part of a sentence encoder: buffers, the pooler, and the
+# heads of task-specific models (MLM, classification). They are skipped, everything else
+# must be mapped.
+_IGNORED_SUFFIXES = ("embeddings.position_ids",)
+_IGNORED_PREFIXES = ("pooler.", "cls.", "lm_head.", "classifier.", "qa_outputs.", "score.")
+
+
+def read_checkpoint(folder: Path) -> dict[str, Tensor]:
+    """Read all tensors of a model folder: ``model.safetensors`` (possibly sharded), else
+    ``pytorch_model.bin``. safetensors files are memory-mapped; nothing is copied until the
+    tensors are cast or moved."""
+    st = folder / "model.safetensors"
+    index = folder / "model.safetensors.index.json"
+    if st.is_file():
+        return _read_safetensors(st)
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{index} is not a valid safetensors index: {e}") from e
+        tensors: dict[str, Tensor] = {}
+        for shard in shards:
+            tensors.update(_read_safetensors(folder / shard))
+        return tensors
+    binf = folder / "pytorch_model.bin"
+    if binf.is_file():
+        return _read_torch_bin(binf)
+    raise FileNotFoundError(
+        f"No weights in {folder}: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin"
+    )
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise FileNotFoundError(f"Missing weights file {path}")
+    try:
+        out = {}
+        with safe_open(str(path), framework="pt") as f:
+            for k in f.keys():
+                out[k] = f.get_tensor(k)
+        return out
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
+
+
+def _read_torch_bin(path: Path) -> dict[str, Tensor]:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise ValueError(
+            f"{path} could not be loaded with torch.load(weights_only=True) (corrupt, or it holds "
+            f"objects other than tensors, which minilm refuses to unpickle): {e}"
+        ) from e
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not hold a flat state dict of tensors")
+    return obj
+
+
+def _find_prefix(keys: Iterable[str], anchor: str) -> str:
+    """The prefix in front of ``anchor`` (e.g. ``"bert."`` for BertForMaskedLM checkpoints)."""
+    hits = sorted({k[: -len(anchor)] for k in keys if k.endswith(anchor)}, key=len)
+    if not hits:
+        raise ValueError(f"Checkpoint has no tensor named '*{anchor}'; is this a BERT-family encoder?")
+    return hits[0]
+
+
+def bert_name_map(cfg: EncoderConfig, prefix: str) -> dict[str, list[str]]:
+    """Our parameter name -> the checkpoint key(s) it is built from (several keys are
+    concatenated along dim 0, which is how Q, K and V become one fused projection)."""
+    p = prefix
+    m: dict[str, list[str]] = {
+        "embeddings.word.weight": [f"{p}embeddings.word_embeddings.weight"],
+        "embeddings.position.weight": [f"{p}embeddings.position_embeddings.weight"],
+        "embeddings.norm.weight": [f"{p}embeddings.LayerNorm.weight"],
+        "embeddings.norm.bias": [f"{p}embeddings.LayerNorm.bias"],
+    }
+    if cfg.type_vocab_size > 0:
+        m["embeddings.token_type.weight"] = [f"{p}embeddings.token_type_embeddings.weight"]
+    for i in range(cfg.num_hidden_layers):
+        src, dst = f"{p}encoder.layer.{i}.", f"layers.{i}."
+        for kind in ("weight", "bias"):
+            m[f"{dst}attn.qkv.{kind}"] = [f"{src}attention.self.{n}.{kind}" for n in ("query", "key", "value")]
+            m[f"{dst}attn.out.{kind}"] = [f"{src}attention.output.dense.{kind}"]
+            m[f"{dst}attn_norm.{kind}"] = [f"{src}attention.output.LayerNorm.{kind}"]
+            m[f"{dst}mlp.up.{kind}"] = [f"{src}intermediate.dense.{kind}"]
+            m[f"{dst}mlp.down.{kind}"] = [f"{src}output.dense.{kind}"]
+            m[f"{dst}mlp_norm.{kind}"] = [f"{src}output.LayerNorm.{kind}"]
+    return m
+
+
+def _legacy_layernorm_names(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    # Checkpoints converted from TensorFlow name LayerNorm parameters gamma/beta.
+    if not any(k.endswith((".gamma", ".beta")) for k in tensors):
+        return tensors
+    out = {}
+    for k, v in tensors.items():
+        if k.endswith("LayerNorm.gamma"):
+            k = k[: -len("gamma")] + "weight"
+        elif k.endswith("LayerNorm.beta"):
+            k = k[: -len("beta")] + "bias"
+        out[k] = v
+    return out
+
+
+NameMapFn = Callable[[EncoderConfig, str], "dict[str, list[str]]"]
+_ANCHORS: dict[str, str] = {"bert": "embeddings.word_embeddings.weight"}
+_NAME_MAPS: dict[str, NameMapFn] = {"bert": bert_name_map}
+
+
+def build_state_dict(model: nn.Module, cfg: EncoderConfig, tensors: dict[str, Tensor],
+                     dtype: torch.dtype, source: str) -> dict[str, Tensor]:
+    """Map checkpoint ``tensors`` onto ``model``'s parameter names, checking every shape."""
+    tensors = _legacy_layernorm_names(tensors)
+    prefix = _find_prefix(tensors, _ANCHORS[cfg.model_type])
+    name_map = _NAME_MAPS[cfg.model_type](cfg, prefix)
+    expected = {n: p.shape for n, p in model.state_dict(keep_vars=True).items()}
+    assert set(expected) == set(name_map), "name map and module tree disagree"
+
+    missing = sorted({k for keys in name_map.values() for k in keys if k not in tensors})
+    if missing:
+        raise ValueError(f"{source}: missing tensors {missing[:8]}{' ...' if len(missing) > 8 else ''} "
+                         f"({len(missing)} in all) for a {cfg.num_hidden_layers}-layer {cfg.model_type} config")
+    used = {k for keys in name_map.values() for k in keys}
+    unexpected = sorted(
+        k for k in tensors
+        if k not in used
+        and not k.endswith(_IGNORED_SUFFIXES)
+        and not k[len(prefix):].startswith(_IGNORED_PREFIXES)
+        and not k.startswith(_IGNORED_PREFIXES)
+    )
+    if unexpected:
+        raise ValueError(
+            f"{source}: unexpected tensors {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''} "
+            f"({len(unexpected)} in all); does config.json (num_hidden_layers={cfg.num_hidden_layers}) match the weights?"
+        )
+
+    state: dict[str, Tensor] = {}
+    for ours, keys in name_map.items():
+        parts = [tensors[k] for k in keys]
+        for k, t in zip(keys, parts):
+            if not t.is_floating_point():
+                raise ValueError(f"{source}: tensor {k} has non-float dtype {t.dtype}")
+        t = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+        if tuple(t.shape) != tuple(expected[ours]):
+            shapes = ", ".join(f"{k}: {tuple(tensors[k].shape)}" for k in keys)
+            raise ValueError(
+                f"{source}: shape mismatch for {shapes}; config.json implies {tuple(expected[ours])} "
+                f"(hidden_size={cfg.hidden_size}, intermediate_size={cfg.intermediate_size}, "
+                f"vocab_size={cfg.vocab_size}, max_position_embeddings={cfg.max_position_embeddings})"
+            )
+        state[ours] = t.to(dtype)
+    return state
+
+
+def load_encoder_weights(model: nn.Module, cfg: EncoderConfig, folder: Path, dtype: torch.dtype) -> None:
+    tensors = read_checkpoint(folder)
+    state = build_state_dict(model, cfg, tensors, dtype, source=str(folder))
+    model.load_state_dict(state, strict=True, assign=True)
