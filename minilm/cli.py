@@ -1,0 +1,102 @@
+"""``minilm`` command line: ``minilm encode`` embeds texts with a sentence-transformers model."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    texts = list(args.texts)
+    if args.file is not None:
+        src = contextlib.nullcontext(sys.stdin) if args.file == "-" else open(args.file, encoding="utf-8")
+        with src as f:
+            texts.extend(line.rstrip("\r\n") for line in f)
+    elif not texts:
+        if sys.stdin.isatty():
+            raise SystemExit("minilm encode: no input; give texts as arguments, --file FILE, or pipe them on stdin")
+        texts.extend(line.rstrip("\r\n") for line in sys.stdin)
+    return texts
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .sentence_transformer import SentenceTransformer
+
+    texts = _read_texts(args)
+    t0 = time.perf_counter()
+    model = SentenceTransformer(args.model, device=args.device, dtype=args.dtype,
+                                local_files_only=args.offline, max_batch_tokens=args.max_batch_tokens)
+    if args.max_seq_length is not None:
+        model.max_seq_length = args.max_seq_length
+    t1 = time.perf_counter()
+    progress = args.progress if args.progress is not None else len(texts) >= 1000
+    emb = model.encode(texts, batch_size=args.batch_size, prompt_name=args.prompt_name, prompt=args.prompt,
+                       normalize_embeddings=args.normalize, show_progress_bar=progress)
+    t2 = time.perf_counter()
+    if len(texts) == 0:
+        emb = np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+    if args.output:
+        out = Path(args.output)
+        np.save(out, emb)
+        print(f"wrote {out} {emb.shape} {emb.dtype}", file=sys.stderr)
+    rate = len(texts) / (t2 - t1) if t2 > t1 and texts else 0.0
+    print(f"model: {model.model_path}  device: {model.device}  dtype: {str(model.dtype).replace('torch.', '')}")
+    print(f"embedded {len(texts)} texts -> {emb.shape} {emb.dtype} in {t2 - t1:.3f} s "
+          f"({rate:.1f} texts/s; model load {t1 - t0:.2f} s)")
+    if not args.output:
+        for text, row in list(zip(texts, emb))[: args.show]:
+            head = " ".join(f"{v:+.4f}" for v in row[:4])
+            print(f"  [{head} ...] |v|={float(np.linalg.norm(row)):.4f}  {text[:60]!r}")
+        if len(texts) > args.show:
+            print(f"  ... {len(texts) - args.show} more (use --output FILE.npy to save all)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .sentence_transformer import DEFAULT_MODEL
+
+    p = argparse.ArgumentParser(prog="minilm", description="Fast sentence embeddings (sentence-transformers compatible)")
+    p.add_argument("--version", action="version", version=f"minilm {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("encode", help="embed texts (arguments, --file, or stdin, one text a line)")
+    e.add_argument("texts", nargs="*", help="texts to embed")
+    e.add_argument("-f", "--file", help="file with one text a line ('-' for stdin)")
+    e.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model folder or hub id (default {DEFAULT_MODEL})")
+    e.add_argument("-o", "--output", help="write the embeddings to this .npy file")
+    e.add_argument("-b", "--batch-size", type=int, default=32)
+    e.add_argument("--max-batch-tokens", type=int, default=None, help="token budget per forward pass")
+    e.add_argument("--max-seq-length", type=int, default=None)
+    e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    e.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
+    e.add_argument("--prompt-name", default=None)
+    e.add_argument("--prompt", default=None)
+    e.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
+    e.add_argument("--offline", action="store_true", help="never contact the hub (local folders, cache, wheels)")
+    e.add_argument("--show", type=int, default=5, help="rows to print when not writing a file")
+    g = e.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None)
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+    e.set_defaults(func=_cmd_encode)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        print(f"minilm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
