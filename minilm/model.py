@@ -39,6 +39,7 @@ class VarlenBatch:
     token_type_ids: Optional[Tensor] = None
     _pad_index: Optional[Tensor] = None
     _key_mask: Optional[Tensor] = None
+    _runs: Optional[list] = None
 
     @property
     def batch_size(self) -> int:
@@ -65,6 +66,24 @@ class VarlenBatch:
             pos = torch.arange(self.total_tokens, device=seqlens.device) - starts
             self._pad_index = seq_ids * self.max_seqlen + pos
         return self._pad_index
+
+    def length_runs(self) -> list[tuple[int, int, int]]:
+        """Maximal runs of consecutive sequences of equal length, as
+        ``(first_token, num_sequences, length)``. In a length-sorted batch each run is a dense
+        ``(num_sequences, length)`` block of the token layout, so attention over it needs no
+        padding and no mask."""
+        if self._runs is None:
+            runs: list[tuple[int, int, int]] = []
+            start = 0
+            for n in self.seqlens().tolist():
+                if runs and runs[-1][2] == n:
+                    t0, g, _ = runs[-1]
+                    runs[-1] = (t0, g + 1, n)
+                else:
+                    runs.append((start, 1, n))
+                start += n
+            self._runs = runs
+        return self._runs
 
     def key_mask(self) -> Tensor:
         """(batch, 1, 1, max_seqlen) bool: True where a key is a real token."""
@@ -141,10 +160,33 @@ class Attention(nn.Module):
             from .kernels.attention import varlen_attention
 
             q, k, v = qkv.unbind(1)  # strided views, no copy
-            o = varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, backend="triton")
+            # validate=False: checking cu_seqlens' values would sync the GPU every layer.
+            o = varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, backend="triton", validate=False)
+        elif qkv.device.type == "cpu":
+            o = run_sdpa(qkv, batch)
         else:
             o = padded_sdpa(qkv, batch)
         return self.out(o.reshape(T, H))
+
+
+def run_sdpa(qkv: Tensor, batch: VarlenBatch) -> Tensor:
+    """Attention through SDPA, one call per run of equal-length sequences (the CPU path).
+
+    qkv: (total_tokens, 3, heads, head_dim) -> (total_tokens, heads, head_dim)
+
+    Each run is a view of the token layout, so no FLOP is spent on padding. A sequence's
+    result depends only on its own tokens, never on which other sequences share the batch or
+    how long they are: this is what makes CPU embeddings batch-invariant.
+    """
+    T, _, nh, hd = qkv.shape
+    out = qkv.new_empty(T, nh, hd)
+    for t0, g, n in batch.length_runs():
+        if n == 0:
+            continue
+        q, k, v = qkv[t0:t0 + g * n].view(g, n, 3, nh, hd).permute(2, 0, 3, 1, 4)  # each (g, heads, n, head_dim)
+        o = F.scaled_dot_product_attention(q, k, v)  # (g, heads, n, head_dim)
+        out[t0:t0 + g * n] = o.transpose(1, 2).reshape(g * n, nh, hd)
+    return out
 
 
 def padded_sdpa(qkv: Tensor, batch: VarlenBatch) -> Tensor:

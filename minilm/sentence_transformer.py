@@ -33,6 +33,7 @@ _DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
 }
 _OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")
+_MIN_GEMM_ROWS = 16
 
 
 def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
@@ -363,6 +364,12 @@ class SentenceTransformer(nn.Module):
 
     def _forward_ids(self, ids: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
         """Token-id lists -> (last hidden state (total_tokens, H), cu_seqlens (B + 1,))."""
+        n_real, t_real = len(ids), sum(len(s) for s in ids)
+        if device.type == "cpu" and 0 < t_real < _MIN_GEMM_ROWS:
+            # MKL takes other (differently rounded) GEMM paths below 12 rows. A filler
+            # sequence keeps every batch on the same path, so a text's embedding does not
+            # depend on how many tokens share its batch; its outputs are dropped below.
+            ids = ids + [[ids[0][0]] * (_MIN_GEMM_ROWS - t_real)]
         lengths = torch.tensor([len(s) for s in ids], dtype=torch.int32)
         cu = torch.zeros(len(ids) + 1, dtype=torch.int32)
         torch.cumsum(lengths, 0, out=cu[1:])
@@ -372,7 +379,15 @@ class SentenceTransformer(nn.Module):
         batch = VarlenBatch(flat, cu, int(lengths.max()) if len(ids) else 0, positions, None)
         if device.type != "cpu":
             batch = batch.to(device)
-        return self.encoder(batch), batch.cu_seqlens
+        hidden = self.encoder(batch)
+        return hidden[:t_real], batch.cu_seqlens[: n_real + 1]
+
+    def _pool(self, hidden: Tensor, cu_seqlens: Tensor, prompt_length: int) -> Tensor:
+        if self.pooling_modes == ("mean",) and self.encoder.layers[0].use_triton:
+            from .kernels.pooling import varlen_mean_pool
+
+            return varlen_mean_pool(hidden, cu_seqlens, skip_first=prompt_length, backend="triton", validate=False)
+        return pool(hidden, cu_seqlens, self.pooling_modes, prompt_length)
 
     @torch.inference_mode()
     def encode(
@@ -445,7 +460,7 @@ class SentenceTransformer(nn.Module):
                 for j, t in enumerate(torch.split(hidden, torch.diff(cu).tolist())):
                     token_out[idx[j]] = t
             else:
-                emb = pool(hidden, cu, self.pooling_modes, prompt_length)  # (B, pooled_dim)
+                emb = self._pool(hidden, cu, prompt_length)  # (B, pooled_dim)
                 for h in self.heads:
                     emb = h(emb)
                 if truncate_dim is not None:

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The one prepared GPU run: CUDA tests, kernel benchmarks, the end-to-end hook, a summary.
+#
+#   .venv/bin/python benchmarks/prepare_gpu_carry.py   # here, once: lengths + texts
+#   bash benchmarks/gpu_all.sh                         # there, carrying .gpu_carry
+#
+# Full logs go to $OUT (when set) and benchmarks/out/; the console gets a short summary
+# last. A failing step is reported and the run goes on; the exit status is nonzero if
+# any step failed. GPU_BUDGET_S (default 450) caps the whole run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY="${PYTHON:-python3}"
+LOG_DIR="${OUT:-benchmarks/out}"
+mkdir -p "$LOG_DIR" benchmarks/out
+if [ -z "${BENCH_ARGS:-}" ]; then unset TRITON_INTERPRET; fi  # compile for the GPU, never interpret
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+BUDGET="${GPU_BUDGET_S:-450}"
+# BENCH_ARGS=--smoke checks the plumbing on a CPU machine (interpreter, tiny sizes).
+BENCH_ARGS="${BENCH_ARGS:-}"
+START=$SECONDS
+FAILED=()
+STEPS=()
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
+"$PY" -c 'import sys, torch, triton; print(f"python {sys.version.split()[0]} torch {torch.__version__} triton {triton.__version__} cuda {torch.version.cuda}")' || true
+[ -f .gpu_carry/scifact_lengths.json ] || echo "WARNING: .gpu_carry/scifact_lengths.json missing: synthetic lengths"
+
+# step NAME CAP_SECONDS CMD...: run with a timeout of min(CAP, time left - 20 s).
+step() {
+  local name=$1 cap=$2; shift 2
+  local left=$(( BUDGET - (SECONDS - START) - 20 ))
+  local limit=$(( cap < left ? cap : left ))
+  if (( limit < 15 )); then
+    echo "-- $name: skipped, out of time"; FAILED+=("$name(skipped)"); return 0
+  fi
+  local t0=$SECONDS rc=0
+  timeout "$limit" "$@" >"$LOG_DIR/$name.log" 2>&1 || rc=$?
+  STEPS+=("$name rc=$rc $(( SECONDS - t0 ))s")
+  echo "-- $name: rc=$rc in $(( SECONDS - t0 ))s (limit ${limit}s); last lines of $LOG_DIR/$name.log:"
+  tail -n "${TAIL_LINES:-4}" "$LOG_DIR/$name.log" | sed 's/^/   | /'
+  (( rc == 0 )) || FAILED+=("$name")
+}
+
+step cuda_tests 150 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/
+step bench_pooling 75 "$PY" benchmarks/bench_pooling.py $BENCH_ARGS
+step bench_layernorm 75 "$PY" benchmarks/bench_layernorm.py $BENCH_ARGS
+step bench_gelu 45 "$PY" benchmarks/bench_gelu.py --dtypes float16 $BENCH_ARGS
+step bench_attention 120 "$PY" benchmarks/bench_attention.py --dtypes float16 $BENCH_ARGS
+if [ -f benchmarks/bench_gpu_e2e.py ]; then
+  step bench_gpu_e2e 150 "$PY" benchmarks/bench_gpu_e2e.py
+fi
+
+cp benchmarks/out/*.csv "$LOG_DIR"/ 2>/dev/null || true
+"$PY" benchmarks/summarize.py $BENCH_ARGS | tee "$LOG_DIR/summary.txt" || true
+echo "steps: ${STEPS[*]:-none}"
+echo "total $(( SECONDS - START ))s"
+if (( ${#FAILED[@]} )); then
+  echo "FAILED: ${FAILED[*]}"
+  exit 1
+fi

