@@ -8,7 +8,8 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -244,6 +245,8 @@ class SentenceTransformer(nn.Module):
         self.similarity_fn_name = similarity_fn_name or st_cfg.get("similarity_fn_name") or "cosine"
         self.truncate_dim = truncate_dim
         self.max_batch_tokens = max_batch_tokens
+        # Texts tokenized and sorted together; bounds encode()'s working memory for huge inputs.
+        self.chunk_size = 8192
         self._prompt_lengths: dict[str, int] = {}
         self._lock = threading.Lock()
         self.to(dev)
@@ -389,6 +392,51 @@ class SentenceTransformer(nn.Module):
             return varlen_mean_pool(hidden, cu_seqlens, skip_first=prompt_length, backend="triton", validate=False)
         return pool(hidden, cu_seqlens, self.pooling_modes, prompt_length)
 
+    def _iter_chunks(self, texts: Sequence[str], *, batch_size: int, prompt_length: int,
+                     truncate_dim: Optional[int], normalize: bool, output_value: str, device: torch.device,
+                     progress=None) -> Iterator[tuple[int, Any]]:
+        """Embed ``texts`` chunk by chunk; yields ``(offset, chunk_result)`` in input order.
+
+        Memory is bounded by the chunk, not the input. Within a chunk, texts are tokenized once,
+        sorted by token count and cut into batches (``batch_size`` texts, ``max_batch_tokens``
+        padded tokens). On CUDA the next chunk is tokenized on a worker thread while the GPU
+        works on the current one (the tokenizers library releases the GIL).
+        """
+        size = self.chunk_size
+        pool = ThreadPoolExecutor(1, thread_name_prefix="minilm-tokenize") \
+            if device.type == "cuda" and len(texts) > size else None
+        tokenize = lambda i: self.tokenizer.encode(texts[i:i + size])  # noqa: E731
+        try:
+            pending = None
+            for start in range(0, len(texts), size):
+                ids = pending.result() if pending is not None else tokenize(start)
+                pending = pool.submit(tokenize, start + size) if pool and start + size < len(texts) else None
+                n = len(ids)
+                if output_value == "token_embeddings":
+                    tokens: list[Optional[Tensor]] = [None] * n
+                else:
+                    out = torch.empty(n, truncate_dim or self._embedding_dim, dtype=self.dtype, device=device)
+                for idx in self._plan_batches([len(s) for s in ids], batch_size):
+                    hidden, cu = self._forward_ids([ids[i] for i in idx], device)  # (total_tokens, H)
+                    if output_value == "token_embeddings":
+                        for j, t in enumerate(torch.split(hidden, torch.diff(cu).tolist())):
+                            tokens[idx[j]] = t
+                    else:
+                        emb = self._pool(hidden, cu, prompt_length)  # (B, pooled_dim)
+                        for h in self.heads:
+                            emb = h(emb)
+                        if truncate_dim is not None:
+                            emb = emb[:, :truncate_dim]
+                        if normalize:
+                            emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+                        out[torch.tensor(idx, device=device)] = emb
+                    if progress is not None:
+                        progress.update(len(idx))
+                yield start, (tokens if output_value == "token_embeddings" else out)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
     @torch.inference_mode()
     def encode(
         self,
@@ -441,37 +489,27 @@ class SentenceTransformer(nn.Module):
                 return torch.tensor([], device=dev)
             return np.array([]) if convert_to_numpy else []
 
-        ids = self.tokenizer.encode(texts)
-        batches = self._plan_batches([len(s) for s in ids], batch_size)
         out_dim = truncate_dim or self._embedding_dim
         sentence_out = None
-        token_out: list[Optional[Tensor]] = [None] * len(texts)
+        token_out: list[Optional[Tensor]] = []
         if output_value == "sentence_embedding":
-            sentence_out = torch.empty(len(texts), out_dim, dtype=self.dtype, device=dev if not convert_to_numpy else "cpu")
-
+            sentence_out = torch.empty(len(texts), out_dim, dtype=self.dtype, device="cpu" if convert_to_numpy else dev)
         progress = None
         if show_progress_bar:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=len(texts), desc="Batches", unit="text")
-        for idx in batches:
-            hidden, cu = self._forward_ids([ids[i] for i in idx], dev)  # (total_tokens, H)
-            if output_value == "token_embeddings":
-                for j, t in enumerate(torch.split(hidden, torch.diff(cu).tolist())):
-                    token_out[idx[j]] = t
-            else:
-                emb = self._pool(hidden, cu, prompt_length)  # (B, pooled_dim)
-                for h in self.heads:
-                    emb = h(emb)
-                if truncate_dim is not None:
-                    emb = emb[:, :truncate_dim]
-                if normalize_embeddings:
-                    emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-                sentence_out[torch.tensor(idx, device=sentence_out.device)] = emb.to(sentence_out.device)
+        try:
+            for start, chunk_out in self._iter_chunks(texts, batch_size=batch_size, prompt_length=prompt_length,
+                                                      truncate_dim=truncate_dim, normalize=normalize_embeddings,
+                                                      output_value=output_value, device=dev, progress=progress):
+                if sentence_out is None:
+                    token_out.extend(chunk_out)
+                else:
+                    sentence_out[start:start + len(chunk_out)] = chunk_out  # one device->host copy per chunk
+        finally:
             if progress is not None:
-                progress.update(len(idx))
-        if progress is not None:
-            progress.close()
+                progress.close()
 
         if output_value == "token_embeddings":
             result: Any = token_out

@@ -109,3 +109,17 @@ def test_batch_invariance_is_bitwise_on_cpu(ml_real, sts_sentences, scifact_text
         got = out[np.argsort(order)][: len(probe)]
         worst = max(worst, float(np.abs(got - base).max()))
     assert worst == 0.0, worst
+
+
+def test_chunked_encoding_equals_one_chunk(ml_real, sts_sentences):
+    texts = sts_sentences[:60]
+    whole = ml_real.encode(texts, batch_size=16)
+    ml_real.chunk_size = 7  # chunk boundaries fall inside batches, prompts and all
+    try:
+        chunked = ml_real.encode(texts, batch_size=16)
+        toks = ml_real.encode(texts[:10], output_value="token_embeddings")
+    finally:
+        ml_real.chunk_size = 8192
+    np.testing.assert_array_equal(chunked, whole)
+    ref_toks = ml_real.encode(texts[:10], output_value="token_embeddings")
+    assert all(torch.equal(a, b) for a, b in zip(toks, ref_toks))
