@@ -179,14 +179,17 @@ def run_sdpa(qkv: Tensor, batch: VarlenBatch) -> Tensor:
     how long they are: this is what makes CPU embeddings batch-invariant.
     """
     T, _, nh, hd = qkv.shape
-    out = qkv.new_empty(T, nh, hd)
-    for t0, g, n in batch.length_runs():
+    runs = batch.length_runs()
+    out = None if len(runs) == 1 else qkv.new_empty(T, nh, hd)
+    for t0, g, n in runs:
         if n == 0:
             continue
         q, k, v = qkv[t0:t0 + g * n].view(g, n, 3, nh, hd).permute(2, 0, 3, 1, 4)  # each (g, heads, n, head_dim)
-        o = F.scaled_dot_product_attention(q, k, v)  # (g, heads, n, head_dim)
-        out[t0:t0 + g * n] = o.transpose(1, 2).reshape(g * n, nh, hd)
-    return out
+        o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # (g, n, heads, head_dim)
+        if out is None:
+            return o.reshape(T, nh, hd)  # a single run: no copy when SDPA's output is (g, n)-major
+        out[t0:t0 + g * n].view(g, n, nh, hd).copy_(o)
+    return out if out is not None else qkv.new_empty(T, nh, hd)
 
 
 def padded_sdpa(qkv: Tensor, batch: VarlenBatch) -> Tensor:

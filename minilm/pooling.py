@@ -43,6 +43,40 @@ def modes_from_config(cfg: dict) -> tuple[tuple[str, ...], bool]:
     return modes, bool(cfg.get("include_prompt", True))
 
 
+def _runs(seqlens: list[int]) -> list[tuple[int, int, int]]:
+    """(first_token, num_sequences, length) for each run of consecutive equal lengths."""
+    runs: list[tuple[int, int, int]] = []
+    t = 0
+    for n in seqlens:
+        if runs and runs[-1][2] == n:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1, n)
+        else:
+            runs.append((t, 1, n))
+        t += n
+    return runs
+
+
+def _segment_sum(x: Tensor, seqlens: list[int], acc: torch.dtype, skip: int = 0,
+                 weights: Tensor | None = None) -> Tensor:
+    """Per-sequence sums of ``x`` (total_tokens, W) over tokens ``skip..n-1`` -> (B, W) in ``acc``.
+
+    Sequences of equal length are summed as one dense ``(g, n, W)`` block: no scatter, and a
+    sequence's sum never depends on its neighbours (batch invariance). ``weights`` (n_max,)
+    multiplies token ``i`` of every sequence by ``weights[i]``.
+    """
+    W = x.shape[1]
+    out = x.new_zeros(len(seqlens), W, dtype=acc)
+    b = 0
+    for t0, g, n in _runs(seqlens):
+        if n > skip:
+            block = x[t0:t0 + g * n].view(g, n, W)[:, skip:].to(acc)  # (g, n - skip, W)
+            if weights is not None:
+                block = block * weights[skip:n, None]
+            out[b:b + g] = block.sum(1)
+        b += g
+    return out
+
+
 def pool(hidden: Tensor, cu_seqlens: Tensor, modes: Sequence[str], prompt_length: int = 0) -> Tensor:
     """hidden (total_tokens, H), cu_seqlens (B + 1,) -> (B, len(modes) * H).
 
@@ -54,11 +88,9 @@ def pool(hidden: Tensor, cu_seqlens: Tensor, modes: Sequence[str], prompt_length
     B = cu_seqlens.numel() - 1
     device = hidden.device
     cu = cu_seqlens.long()
-    seqlens = cu[1:] - cu[:-1]  # (B,)
-    seg = torch.repeat_interleave(torch.arange(B, device=device), seqlens)  # (T,)
-    pos = torch.arange(T, device=device) - cu[:-1][seg]  # position of each token in its sequence
-    keep = pos >= prompt_length if prompt_length else None  # (T,) tokens that count for pooling
-    counts = (seqlens - prompt_length).clamp(min=0) if prompt_length else seqlens
+    seqlens_t = cu[1:] - cu[:-1]  # (B,)
+    seqlens = seqlens_t.tolist()
+    counts = (seqlens_t - prompt_length).clamp(min=0) if prompt_length else seqlens_t
 
     acc = torch.float32 if hidden.dtype in (torch.float16, torch.bfloat16) else hidden.dtype
     out = []
@@ -73,23 +105,25 @@ def pool(hidden: Tensor, cu_seqlens: Tensor, modes: Sequence[str], prompt_length
             # A sequence whose every token is masked pools to zeros, like sentence-transformers'.
             out.append(torch.where((counts > 0)[:, None], v, torch.zeros_like(v)))
         elif mode == "max":
-            x, s = (hidden, seg) if keep is None else (hidden[keep], seg[keep])
             m = torch.full((B, H), float("-inf"), device=device, dtype=hidden.dtype)
-            m = m.scatter_reduce(0, s[:, None].expand(-1, H), x, reduce="amax")
+            b = 0
+            for t0, g, n in _runs(seqlens):
+                if n > prompt_length:
+                    m[b:b + g] = hidden[t0:t0 + g * n].view(g, n, H)[:, prompt_length:].amax(1)
+                b += g
             out.append(m)
         elif mode in ("mean", "mean_sqrt_len_tokens"):
             if mean_sum is None:
-                x, s = (hidden, seg) if keep is None else (hidden[keep], seg[keep])
-                mean_sum = torch.zeros(B, H, device=device, dtype=acc).index_add_(0, s, x.to(acc))
+                mean_sum = _segment_sum(hidden, seqlens, acc, prompt_length)
             denom = counts.to(acc).clamp(min=1e-9)[:, None]
             if mode == "mean_sqrt_len_tokens":
                 denom = denom.sqrt()
             out.append((mean_sum / denom).to(hidden.dtype))
         elif mode == "weightedmean":
-            x, s, p = (hidden, seg, pos) if keep is None else (hidden[keep], seg[keep], pos[keep])
-            w = (p + 1).to(acc)[:, None]  # (tokens, 1): weight = 1-based position
-            num = torch.zeros(B, H, device=device, dtype=acc).index_add_(0, s, x.to(acc) * w)
-            den = torch.zeros(B, 1, device=device, dtype=acc).index_add_(0, s, w)
+            n_max = max(seqlens, default=0)
+            w = torch.arange(1, n_max + 1, device=device, dtype=acc)  # weight = 1-based position
+            num = _segment_sum(hidden, seqlens, acc, prompt_length, weights=w)
+            den = _segment_sum(torch.ones(T, 1, device=device, dtype=acc), seqlens, acc, prompt_length, weights=w)
             out.append((num / den.clamp(min=1e-9)).to(hidden.dtype))
         else:
             raise ValueError(f"Unknown pooling mode {mode!r}")
