@@ -63,6 +63,17 @@ def resolve_device(device: Any) -> torch.device:
     raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
 
 
+def _cpu_has_native(dtype: torch.dtype) -> bool:
+    try:
+        if dtype == torch.bfloat16:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if dtype == torch.float16:
+            return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):  # older torch builds without these probes
+        pass
+    return dtype == torch.float32
+
+
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -305,6 +316,10 @@ class SentenceTransformer(nn.Module):
 
     def _configure_backends(self) -> None:
         dev = self.encoder.embeddings.word.weight.device
+        dtype = self.encoder.embeddings.word.weight.dtype
+        if dev.type == "cpu" and dtype != torch.float32 and not _cpu_has_native(dtype):
+            logger.warning("This CPU has no native %s matrix units (AVX512-BF16/AMX/AVX512-FP16); %s runs "
+                           "emulated and is typically slower than float32 here", dtype, dtype)
         use = False
         if dev.type == "cuda":
             try:

@@ -160,3 +160,13 @@ def save_st_model(folder: Path, hf_folder: Path, pooling_mode=("mean",), include
     st = SentenceTransformer(modules=mods, device="cpu", prompts=prompts, default_prompt_name=default_prompt_name)
     st.save(str(folder))
     return folder
+
+
+def spearman_x100(emb, gold) -> float:
+    """STS Spearman (x100) of pairwise cosine (rows 2i, 2i+1) against gold scores."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    a, b = emb[0::2].astype(np.float64), emb[1::2].astype(np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(spearmanr(cos, gold).statistic) * 100

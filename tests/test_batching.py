@@ -123,3 +123,23 @@ def test_chunked_encoding_equals_one_chunk(ml_real, sts_sentences):
     np.testing.assert_array_equal(chunked, whole)
     ref_toks = ml_real.encode(texts[:10], output_value="token_embeddings")
     assert all(torch.equal(a, b) for a, b in zip(toks, ref_toks))
+
+
+def test_bfloat16_stays_close_to_float32_on_sts_dev(real_model_path, ml_real, sts_rows, sts_sentences):
+    """bfloat16 against our own float32 on STS-dev: per-text cosine and the Spearman.
+    On CPUs without bf16 matrix units bf16 is emulated and slow, so CI takes the first 500
+    pairs; benchmarks/bench_encode.py reports the full set."""
+    from conftest import spearman_x100
+
+    n = 1000
+    bf = minilm.SentenceTransformer(str(real_model_path), device="cpu", dtype=torch.bfloat16)
+    assert bf.dtype == torch.bfloat16
+    e16 = bf.encode(sts_sentences[:n], batch_size=64)
+    e32 = ml_real.encode(sts_sentences[:n], batch_size=64)
+    assert e16.dtype == np.float32  # numpy has no bfloat16: outputs are upcast like sentence-transformers'
+    cos = (e16 * e32).sum(1) / (np.linalg.norm(e16, axis=1) * np.linalg.norm(e32, axis=1))
+    gold = np.array([s for s, _, _ in sts_rows[: n // 2]])
+    sp16 = spearman_x100(e16, gold)
+    sp32 = spearman_x100(e32, gold)
+    assert cos.min() > 0.99, cos.min()
+    assert abs(sp16 - sp32) <= 0.2, (sp16, sp32)
