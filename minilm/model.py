@@ -9,14 +9,15 @@ flash-attention's varlen interface.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import EncoderConfig
+from .config import MPNET_NUM_BUCKETS, EncoderConfig
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ class VarlenBatch:
     max_seqlen:     length of the longest sequence
     position_ids:   (total_tokens,) int64
     token_type_ids: (total_tokens,) int64, or None for models without token types
+    attn_bias:      (heads, max_seqlen, max_seqlen) float, added to every sequence's attention
+                    scores (MPNet's relative position bias), or None; set by the Encoder
     """
 
     input_ids: Tensor
@@ -37,6 +40,7 @@ class VarlenBatch:
     max_seqlen: int
     position_ids: Tensor
     token_type_ids: Optional[Tensor] = None
+    attn_bias: Optional[Tensor] = None
     _pad_index: Optional[Tensor] = None
     _key_mask: Optional[Tensor] = None
     _runs: Optional[list] = None
@@ -55,7 +59,7 @@ class VarlenBatch:
     def to(self, device: torch.device | str) -> "VarlenBatch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return VarlenBatch(move(self.input_ids), move(self.cu_seqlens), self.max_seqlen,
-                           move(self.position_ids), move(self.token_type_ids))
+                           move(self.position_ids), move(self.token_type_ids), move(self.attn_bias))
 
     def pad_index(self) -> Tensor:
         """(total_tokens,) int64: row of each token in the padded ``(batch * max_seqlen)`` layout."""
@@ -161,18 +165,20 @@ class Attention(nn.Module):
 
             q, k, v = qkv.unbind(1)  # strided views, no copy
             # validate=False: checking cu_seqlens' values would sync the GPU every layer.
-            o = varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, backend="triton", validate=False)
+            o = varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, bias=batch.attn_bias,
+                                 backend="triton", validate=False)
         elif qkv.device.type == "cpu":
-            o = run_sdpa(qkv, batch)
+            o = run_sdpa(qkv, batch, bias=batch.attn_bias)
         else:
-            o = padded_sdpa(qkv, batch)
+            o = padded_sdpa(qkv, batch, bias=batch.attn_bias)
         return self.out(o.reshape(T, H))
 
 
-def run_sdpa(qkv: Tensor, batch: VarlenBatch) -> Tensor:
+def run_sdpa(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None) -> Tensor:
     """Attention through SDPA, one call per run of equal-length sequences (the CPU path).
 
     qkv: (total_tokens, 3, heads, head_dim) -> (total_tokens, heads, head_dim)
+    bias: optional (heads, >= max_seqlen, >= max_seqlen) additive score bias (MPNet)
 
     Each run is a view of the token layout, so no FLOP is spent on padding. A sequence's
     result depends only on its own tokens, never on which other sequences share the batch or
@@ -185,32 +191,86 @@ def run_sdpa(qkv: Tensor, batch: VarlenBatch) -> Tensor:
         if n == 0:
             continue
         q, k, v = qkv[t0:t0 + g * n].view(g, n, 3, nh, hd).permute(2, 0, 3, 1, 4)  # each (g, heads, n, head_dim)
-        o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)  # (g, n, heads, head_dim)
+        mask = None if bias is None else bias[:, :n, :n]
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)  # (g, n, heads, head_dim)
         if out is None:
             return o.reshape(T, nh, hd)  # a single run: no copy when SDPA's output is (g, n)-major
         out[t0:t0 + g * n].view(g, n, nh, hd).copy_(o)
     return out if out is not None else qkv.new_empty(T, nh, hd)
 
 
-def padded_sdpa(qkv: Tensor, batch: VarlenBatch) -> Tensor:
+def padded_sdpa(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None) -> Tensor:
     """Attention through PyTorch's SDPA on a padded view of the batch.
 
     qkv: (total_tokens, 3, heads, head_dim) -> (total_tokens, heads, head_dim)
+    bias: optional (heads, max_seqlen, max_seqlen) float added to the scores of every sequence
     """
     T, _, nh, hd = qkv.shape
     B, L = batch.batch_size, batch.max_seqlen
     if B == 1 or bool((batch.seqlens() == L).all()):
         # Every sequence is full length: the padded layout is a plain view, no mask needed.
         q, k, v = qkv.view(B, L, 3, nh, hd).permute(2, 0, 3, 1, 4)  # each (B, heads, L, head_dim)
-        o = F.scaled_dot_product_attention(q, k, v)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return o.transpose(1, 2).reshape(T, nh, hd)
     idx = batch.pad_index()
     padded = qkv.new_zeros(B * L, 3, nh, hd)
     padded.index_copy_(0, idx, qkv)
     q, k, v = padded.view(B, L, 3, nh, hd).permute(2, 0, 3, 1, 4)  # each (B, heads, L, head_dim)
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=batch.key_mask())
+    mask = batch.key_mask() if bias is None else _masked_bias(bias, batch.key_mask())
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     o = o.transpose(1, 2).reshape(B * L, nh, hd)  # (B * L, heads, head_dim)
     return o.index_select(0, idx)
+
+
+def _masked_bias(bias: Tensor, key_mask: Tensor) -> Tensor:
+    """(heads, L, L) bias + (B, 1, 1, L) key mask -> (B, heads, L, L) additive float mask."""
+    return bias.unsqueeze(0).masked_fill(~key_mask, float("-inf"))
+
+
+def relative_position_bucket(relative_position: Tensor, num_buckets: int = MPNET_NUM_BUCKETS,
+                             max_distance: int = 128) -> Tensor:
+    """T5-style bidirectional buckets, as MPNet computes them: half the buckets per direction,
+    exact below ``num_buckets // 4``, logarithmic up to ``max_distance``, clamped beyond.
+
+    relative_position: key position - query position, int64 -> bucket ids, int64
+    """
+    n = -relative_position
+    half = num_buckets // 2
+    ret = (n < 0).long() * half
+    n = n.abs()
+    max_exact = half // 2
+    # Same float32 ops in the same order as transformers, so boundary distances (16, 32, 64)
+    # land in the same bucket. n == 0 gives log(0) = -inf, discarded by the where().
+    large = max_exact + (
+        torch.log(n.float() / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)
+    ).long()
+    large = large.clamp(max=half - 1)
+    return ret + torch.where(n < max_exact, n, large)
+
+
+class RelativePositionBias(nn.Module):
+    """MPNet's learned relative position bias: one table shared by all layers, indexed by the
+    bucket of (key - query) with positions counted 0..L-1 inside each sequence."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.table = nn.Embedding(cfg.relative_attention_num_buckets, cfg.num_attention_heads)
+        self._buckets: Optional[Tensor] = None  # (n, n) int64 cache; depends only on key - query
+
+    def buckets(self, L: int, device: torch.device) -> Tensor:
+        b = self._buckets
+        if b is None or b.shape[0] < L or b.device != device:
+            # Computed on the CPU so the float32 log is the same as transformers' CPU reference
+            # on every device; a few hundred KiB, rebuilt only when a longer batch arrives.
+            n = max(L, 128)
+            pos = torch.arange(n)
+            b = relative_position_bucket(pos[None, :] - pos[:, None]).to(device)  # (n, n)
+            self._buckets = b
+        return b[:L, :L]
+
+    def forward(self, L: int) -> Tensor:
+        """-> (heads, L, L) bias in the table's dtype."""
+        return self.table(self.buckets(L, self.table.weight.device)).permute(2, 0, 1).contiguous()
 
 
 class MLP(nn.Module):
@@ -253,6 +313,7 @@ class Encoder(nn.Module):
         self.config = cfg
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.position_bias = RelativePositionBias(cfg) if cfg.relative_attention_num_buckets else None
 
     def set_triton(self, enabled: bool) -> None:
         """Route attention and residual+LayerNorm through the Triton kernels (CUDA only)."""
@@ -262,6 +323,8 @@ class Encoder(nn.Module):
 
     def forward(self, batch: VarlenBatch) -> Tensor:
         """batch -> last hidden state, (total_tokens, hidden)."""
+        if self.position_bias is not None:
+            batch = replace(batch, attn_bias=self.position_bias(batch.max_seqlen))
         x = self.embeddings(batch)
         for layer in self.layers:
             x = layer(x, batch)

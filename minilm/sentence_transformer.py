@@ -216,9 +216,13 @@ class SentenceTransformer(nn.Module):
         if max_len is None:
             mml = tok_cfg.get("model_max_length")
             max_len = mml if isinstance(mml, int) and 0 < mml < 1_000_000 else cfg.max_positions
-        # Like sentence-transformers, never beyond what the position table can hold.
+        # Like sentence-transformers, never beyond what the position table can hold; unlike it,
+        # the RoBERTa family's and MPNet's position offset counts, so a 514-row table gives 512.
         max_len = min(int(max_len), cfg.max_positions)
-        self.tokenizer = TextTokenizer(load_tokenizer(tdir, bool(sbert.get("do_lower_case", False))), max_len)
+        # A bare vocab.txt implies BERT's [CLS]/[SEP]; other families need their tokenizer.json.
+        base_tok = load_tokenizer(tdir, bool(sbert.get("do_lower_case", False)),
+                                  vocab_txt_fallback=cfg.model_type in ("bert", "distilbert"))
+        self.tokenizer = TextTokenizer(base_tok, max_len)
 
         modes, include_prompt = modes_from_config(pipe.pooling_cfg)
         dim = pipe.pooling_cfg.get("embedding_dimension", pipe.pooling_cfg.get("word_embedding_dimension"))

@@ -35,19 +35,22 @@ def _state_lowercases(state: dict) -> bool:
     return False
 
 
-def load_tokenizer(folder: Path, do_lower_case: bool = False) -> Tokenizer:
-    """The folder's ``tokenizer.json`` (or a WordPiece tokenizer built from ``vocab.txt``),
-    with any padding or truncation baked into the file removed."""
+def load_tokenizer(folder: Path, do_lower_case: bool = False, vocab_txt_fallback: bool = True) -> Tokenizer:
+    """The folder's ``tokenizer.json`` (or, when ``vocab_txt_fallback``, a BERT WordPiece
+    tokenizer built from ``vocab.txt``), with any padding or truncation baked into the file removed."""
     tj = folder / "tokenizer.json"
     if tj.is_file():
         try:
             tok = Tokenizer.from_file(str(tj))
         except Exception as e:  # tokenizers raises a bare Exception for malformed files
             raise ValueError(f"{tj} could not be read by the tokenizers library: {e}") from e
-    elif (folder / "vocab.txt").is_file():
+    elif vocab_txt_fallback and (folder / "vocab.txt").is_file():
         tok = _wordpiece_from_vocab(folder)
     else:
-        raise FileNotFoundError(f"No tokenizer in {folder}: expected tokenizer.json (or vocab.txt for BERT)")
+        raise FileNotFoundError(
+            f"No tokenizer in {folder}: expected tokenizer.json (a vocab.txt alone is read only for BERT and "
+            "DistilBERT, whose [CLS]/[SEP] specials it implies)"
+        )
     tok.no_padding()
     tok.no_truncation()
     if do_lower_case and not _has_lowercase(tok.normalizer):

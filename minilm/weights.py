@@ -15,15 +15,17 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from .config import EncoderConfig
+from .config import SUPPORTED_MODEL_TYPES, EncoderConfig
 
 logger = logging.getLogger(__name__)
 
 # Checkpoint tensors that are not part of a sentence encoder: buffers, the pooler, and the
 # heads of task-specific models (MLM, classification). They are skipped, everything else
 # must be mapped.
-_IGNORED_SUFFIXES = ("embeddings.position_ids",)
-_IGNORED_PREFIXES = ("pooler.", "cls.", "lm_head.", "classifier.", "qa_outputs.", "score.")
+_IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
+_IGNORED_PREFIXES = ("pooler.", "cls.", "lm_head.", "classifier.", "qa_outputs.", "score.",
+                     # DistilBERT's MLM and classification heads
+                     "vocab_transform.", "vocab_layer_norm.", "vocab_projector.", "pre_classifier.")
 
 
 def read_checkpoint(folder: Path) -> dict[str, Tensor]:
@@ -83,7 +85,8 @@ def _find_prefix(keys: Iterable[str], anchor: str) -> str:
     """The prefix in front of ``anchor`` (e.g. ``"bert."`` for BertForMaskedLM checkpoints)."""
     hits = sorted({k[: -len(anchor)] for k in keys if k.endswith(anchor)}, key=len)
     if not hits:
-        raise ValueError(f"Checkpoint has no tensor named '*{anchor}'; is this a BERT-family encoder?")
+        raise ValueError(f"Checkpoint has no tensor named '*{anchor}'; is this one of the supported encoders "
+                         f"{SUPPORTED_MODEL_TYPES}?")
     return hits[0]
 
 
@@ -91,7 +94,21 @@ def bert_name_map(cfg: EncoderConfig, prefix: str) -> dict[str, list[str]]:
     """Our parameter name -> the checkpoint key(s) it is built from (several keys are
     concatenated along dim 0, which is how Q, K and V become one fused projection)."""
     p = prefix
-    m: dict[str, list[str]] = {
+    m = _embedding_names(p, cfg)
+    for i in range(cfg.num_hidden_layers):
+        src, dst = f"{p}encoder.layer.{i}.", f"layers.{i}."
+        for kind in ("weight", "bias"):
+            m[f"{dst}attn.qkv.{kind}"] = [f"{src}attention.self.{n}.{kind}" for n in ("query", "key", "value")]
+            m[f"{dst}attn.out.{kind}"] = [f"{src}attention.output.dense.{kind}"]
+            m[f"{dst}attn_norm.{kind}"] = [f"{src}attention.output.LayerNorm.{kind}"]
+            m[f"{dst}mlp.up.{kind}"] = [f"{src}intermediate.dense.{kind}"]
+            m[f"{dst}mlp.down.{kind}"] = [f"{src}output.dense.{kind}"]
+            m[f"{dst}mlp_norm.{kind}"] = [f"{src}output.LayerNorm.{kind}"]
+    return m
+
+
+def _embedding_names(p: str, cfg: EncoderConfig) -> dict[str, list[str]]:
+    m = {
         "embeddings.word.weight": [f"{p}embeddings.word_embeddings.weight"],
         "embeddings.position.weight": [f"{p}embeddings.position_embeddings.weight"],
         "embeddings.norm.weight": [f"{p}embeddings.LayerNorm.weight"],
@@ -99,12 +116,37 @@ def bert_name_map(cfg: EncoderConfig, prefix: str) -> dict[str, list[str]]:
     }
     if cfg.type_vocab_size > 0:
         m["embeddings.token_type.weight"] = [f"{p}embeddings.token_type_embeddings.weight"]
+    return m
+
+
+def distilbert_name_map(cfg: EncoderConfig, prefix: str) -> dict[str, list[str]]:
+    """DistilBERT: BERT's post-LN layer under other names, no token-type embeddings."""
+    p = prefix
+    m = _embedding_names(p, cfg)
+    for i in range(cfg.num_hidden_layers):
+        src, dst = f"{p}transformer.layer.{i}.", f"layers.{i}."
+        for kind in ("weight", "bias"):
+            m[f"{dst}attn.qkv.{kind}"] = [f"{src}attention.{n}.{kind}" for n in ("q_lin", "k_lin", "v_lin")]
+            m[f"{dst}attn.out.{kind}"] = [f"{src}attention.out_lin.{kind}"]
+            m[f"{dst}attn_norm.{kind}"] = [f"{src}sa_layer_norm.{kind}"]
+            m[f"{dst}mlp.up.{kind}"] = [f"{src}ffn.lin1.{kind}"]
+            m[f"{dst}mlp.down.{kind}"] = [f"{src}ffn.lin2.{kind}"]
+            m[f"{dst}mlp_norm.{kind}"] = [f"{src}output_layer_norm.{kind}"]
+    return m
+
+
+def mpnet_name_map(cfg: EncoderConfig, prefix: str) -> dict[str, list[str]]:
+    """MPNet: BERT's layer with q/k/v/o names, plus the relative position bias table that
+    every layer shares."""
+    p = prefix
+    m = _embedding_names(p, cfg)
+    m["position_bias.table.weight"] = [f"{p}encoder.relative_attention_bias.weight"]
     for i in range(cfg.num_hidden_layers):
         src, dst = f"{p}encoder.layer.{i}.", f"layers.{i}."
         for kind in ("weight", "bias"):
-            m[f"{dst}attn.qkv.{kind}"] = [f"{src}attention.self.{n}.{kind}" for n in ("query", "key", "value")]
-            m[f"{dst}attn.out.{kind}"] = [f"{src}attention.output.dense.{kind}"]
-            m[f"{dst}attn_norm.{kind}"] = [f"{src}attention.output.LayerNorm.{kind}"]
+            m[f"{dst}attn.qkv.{kind}"] = [f"{src}attention.attn.{n}.{kind}" for n in ("q", "k", "v")]
+            m[f"{dst}attn.out.{kind}"] = [f"{src}attention.attn.o.{kind}"]
+            m[f"{dst}attn_norm.{kind}"] = [f"{src}attention.LayerNorm.{kind}"]
             m[f"{dst}mlp.up.{kind}"] = [f"{src}intermediate.dense.{kind}"]
             m[f"{dst}mlp.down.{kind}"] = [f"{src}output.dense.{kind}"]
             m[f"{dst}mlp_norm.{kind}"] = [f"{src}output.LayerNorm.{kind}"]
@@ -126,8 +168,18 @@ def _legacy_layernorm_names(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 NameMapFn = Callable[[EncoderConfig, str], "dict[str, list[str]]"]
-_ANCHORS: dict[str, str] = {"bert": "embeddings.word_embeddings.weight"}
-_NAME_MAPS: dict[str, NameMapFn] = {"bert": bert_name_map}
+# Every supported family names its word embeddings alike; the prefix in front differs
+# ("bert.", "roberta.", "distilbert.", "mpnet.", or none for a bare encoder).
+_ANCHORS: dict[str, str] = {t: "embeddings.word_embeddings.weight" for t in SUPPORTED_MODEL_TYPES}
+# RoBERTa, XLM-R and CamemBERT checkpoints use BERT's tensor names.
+_NAME_MAPS: dict[str, NameMapFn] = {
+    "bert": bert_name_map,
+    "roberta": bert_name_map,
+    "xlm-roberta": bert_name_map,
+    "camembert": bert_name_map,
+    "distilbert": distilbert_name_map,
+    "mpnet": mpnet_name_map,
+}
 
 
 def build_state_dict(model: nn.Module, cfg: EncoderConfig, tensors: dict[str, Tensor],
