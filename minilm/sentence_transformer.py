@@ -74,6 +74,21 @@ def _cpu_has_native(dtype: torch.dtype) -> bool:
     return dtype == torch.float32
 
 
+def packed_batch_to(input_ids: Tensor, position_ids: Tensor, cu_seqlens: Tensor, max_seqlen: int,
+                    device: torch.device, pin: bool) -> VarlenBatch:
+    """Move a batch's integer tensors to ``device`` in one copy.
+
+    Pinned and asynchronous on CUDA: a copy from pageable memory waits for the GPU to drain,
+    so the CPU could not prepare the next batch while the GPU works on this one.
+    """
+    T = input_ids.numel()
+    packed = torch.cat([input_ids, position_ids, cu_seqlens.long()])  # (2 * T + B + 1,) int64
+    if pin:
+        packed = packed.pin_memory()
+    packed = packed.to(device, non_blocking=pin)
+    return VarlenBatch(packed[:T], packed[2 * T:].int(), max_seqlen, packed[T:2 * T], None)
+
+
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -260,8 +275,9 @@ class SentenceTransformer(nn.Module):
         self.similarity_fn_name = similarity_fn_name or st_cfg.get("similarity_fn_name") or "cosine"
         self.truncate_dim = truncate_dim
         self.max_batch_tokens = max_batch_tokens
-        # Texts tokenized and sorted together; bounds encode()'s working memory for huge inputs.
-        self.chunk_size = 8192
+        # Texts tokenized and sorted together; bounds encode()'s working memory for huge
+        # inputs. None: 8192 on CPU, 2048 on CUDA.
+        self.chunk_size: Optional[int] = None
         self._prompt_lengths: dict[str, int] = {}
         self._lock = threading.Lock()
         self.to(dev)
@@ -398,9 +414,11 @@ class SentenceTransformer(nn.Module):
         flat = torch.tensor([t for s in ids for t in s], dtype=torch.int64)
         starts = torch.repeat_interleave(cu[:-1].long(), lengths.long())
         positions = torch.arange(flat.numel()) - starts + self.config.position_offset
-        batch = VarlenBatch(flat, cu, int(lengths.max()) if len(ids) else 0, positions, None)
-        if device.type != "cpu":
-            batch = batch.to(device)
+        max_len = int(lengths.max()) if len(ids) else 0
+        if device.type == "cpu":
+            batch = VarlenBatch(flat, cu, max_len, positions, None)
+        else:
+            batch = packed_batch_to(flat, positions, cu, max_len, device, pin=device.type == "cuda")
         hidden = self.encoder(batch)
         return hidden[:t_real], batch.cu_seqlens[: n_real + 1]
 
@@ -421,7 +439,8 @@ class SentenceTransformer(nn.Module):
         padded tokens). On CUDA the next chunk is tokenized on a worker thread while the GPU
         works on the current one (the tokenizers library releases the GIL).
         """
-        size = self.chunk_size
+        # Smaller chunks on CUDA so tokenizing the next one overlaps the GPU's work sooner.
+        size = self.chunk_size or (2048 if device.type == "cuda" else 8192)
         pool = ThreadPoolExecutor(1, thread_name_prefix="minilm-tokenize") \
             if device.type == "cuda" and len(texts) > size else None
         tokenize = lambda i: self.tokenizer.encode(texts[i:i + size])  # noqa: E731

@@ -119,7 +119,7 @@ def test_chunked_encoding_equals_one_chunk(ml_real, sts_sentences):
         chunked = ml_real.encode(texts, batch_size=16)
         toks = ml_real.encode(texts[:10], output_value="token_embeddings")
     finally:
-        ml_real.chunk_size = 8192
+        ml_real.chunk_size = None
     np.testing.assert_array_equal(chunked, whole)
     ref_toks = ml_real.encode(texts[:10], output_value="token_embeddings")
     assert all(torch.equal(a, b) for a, b in zip(toks, ref_toks))
@@ -143,3 +143,13 @@ def test_bfloat16_stays_close_to_float32_on_sts_dev(real_model_path, ml_real, st
     sp32 = spearman_x100(e32, gold)
     assert cos.min() > 0.99, cos.min()
     assert abs(sp16 - sp32) <= 0.2, (sp16, sp32)
+
+
+def test_packed_transfer_round_trips():
+    from minilm.sentence_transformer import packed_batch_to
+
+    ref = make_varlen_batch([[5, 6, 7], [8], [9, 10]])
+    b = packed_batch_to(ref.input_ids, ref.position_ids, ref.cu_seqlens, ref.max_seqlen, torch.device("cpu"), pin=False)
+    assert torch.equal(b.input_ids, ref.input_ids) and torch.equal(b.position_ids, ref.position_ids)
+    assert b.cu_seqlens.dtype == torch.int32 and torch.equal(b.cu_seqlens, ref.cu_seqlens)
+    assert b.max_seqlen == 3
