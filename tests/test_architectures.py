@@ -319,3 +319,16 @@ def test_triton_route_matches_for_every_architecture(hf_folders, texts, arch):
         ml.encoder.set_triton(False)
     err = float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12))
     assert err <= 1e-5, err
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cuda_route_matches_cpu_for_every_architecture(hf_folders, texts, arch):
+    import minilm
+
+    cpu = minilm.SentenceTransformer(str(hf_folders[arch]), device="cpu").encode(texts, batch_size=5)
+    gpu = minilm.SentenceTransformer(str(hf_folders[arch]), device="cuda", dtype=torch.float32)
+    assert gpu.encoder.layers[0].use_triton
+    err = float(np.abs(gpu.encode(texts, batch_size=5) - cpu).max() / max(np.abs(cpu).max(), 1e-12))
+    assert err <= 1e-4, err
