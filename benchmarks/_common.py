@@ -30,18 +30,9 @@ def setup(smoke: bool):
 
 def import_kernels():
     """``minilm.kernels`` from this checkout, whether or not minilm is installed."""
-    try:
-        import minilm  # noqa: F401
-    except ImportError:
+    if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-        import minilm  # noqa: F401
-    try:
-        return importlib.import_module("minilm.kernels")
-    except ImportError:
-        from minilm._kernels_path import ensure_kernels_importable
-
-        ensure_kernels_importable("minilm", str(REPO / "minilm" / "__init__.py"))
-        return importlib.import_module("minilm.kernels")
+    return importlib.import_module("minilm.kernels")
 
 
 def scifact_token_lengths(abstracts: Path = DEFAULT_ABSTRACTS) -> List[int]:

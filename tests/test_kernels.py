@@ -24,24 +24,8 @@ import torch.nn.functional as F  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
+import minilm.kernels as K  # noqa: E402  (importing minilm registers its kernels package)
 
-def _import_kernels():
-    try:
-        import minilm  # noqa: F401
-    except ImportError:  # plain checkout without PYTHONPATH
-        sys.path.insert(0, str(REPO))
-        import minilm  # noqa: F401
-    try:
-        return importlib.import_module("minilm.kernels")
-    except ImportError:
-        # minilm/__init__.py may not register the package yet; do what it will do.
-        from minilm._kernels_path import ensure_kernels_importable
-
-        ensure_kernels_importable("minilm", str(REPO / "minilm" / "__init__.py"))
-        return importlib.import_module("minilm.kernels")
-
-
-K = _import_kernels()
 triton = pytest.importorskip("triton")
 from minilm.kernels import _utils  # noqa: E402
 
@@ -115,14 +99,9 @@ def test_package_import_is_lazy():
         "import sys, importlib\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
         "import minilm\n"
-        "before = 'triton' in sys.modules\n"
-        "try:\n"
-        "    k = importlib.import_module('minilm.kernels')\n"
-        "except ImportError:\n"
-        "    from minilm._kernels_path import ensure_kernels_importable\n"
-        f"    ensure_kernels_importable('minilm', {str(REPO / 'minilm' / '__init__.py')!r})\n"
-        "    k = importlib.import_module('minilm.kernels')\n"
-        "assert before or 'triton' not in sys.modules, 'importing minilm.kernels imported triton'\n"
+        "assert 'triton' not in sys.modules, 'importing minilm imported triton'\n"
+        "k = importlib.import_module('minilm.kernels')\n"
+        "assert 'triton' not in sys.modules, 'importing minilm.kernels imported triton'\n"
         "assert set(k.__all__) >= {'varlen_mean_pool', 'masked_mean_pool', 'varlen_attention',"
         " 'add_layer_norm', 'bias_gelu'}\n"
         "assert callable(k.varlen_attention) and callable(k.add_layer_norm_ref)\n"
