@@ -126,12 +126,18 @@ _ACTIVATIONS = {
 }
 
 
+def _embedding(num: int, dim: int) -> nn.Embedding:
+    # Every weight is overwritten by the checkpoint, so skip the random init. It also matters
+    # for load time: normal_ on the meta device imports torch._dynamo (seconds).
+    return nn.Embedding(num, dim, _weight=torch.empty(num, dim))
+
+
 class Embeddings(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        self.word = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.position = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
-        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size) if cfg.type_vocab_size > 0 else None
+        self.word = _embedding(cfg.vocab_size, cfg.hidden_size)
+        self.position = _embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type = _embedding(cfg.type_vocab_size, cfg.hidden_size) if cfg.type_vocab_size > 0 else None
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, batch: VarlenBatch) -> Tensor:
@@ -254,7 +260,7 @@ class RelativePositionBias(nn.Module):
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        self.table = nn.Embedding(cfg.relative_attention_num_buckets, cfg.num_attention_heads)
+        self.table = _embedding(cfg.relative_attention_num_buckets, cfg.num_attention_heads)
         self._buckets: Optional[Tensor] = None  # (n, n) int64 cache; depends only on key - query
 
     def buckets(self, L: int, device: torch.device) -> Tensor:
