@@ -18,7 +18,9 @@ from . import heads as heads_mod
 from .config import EncoderConfig
 from .hub import resolve_model_path
 from .model import Encoder, VarlenBatch
+from .outputs import empty_output, feature_dicts, quantized_output
 from .pooling import modes_from_config, pool
+from .quantization import check_precision
 from .similarity import SIMILARITY_FN_NAMES, get_similarity_fn
 from .tokenizer import TextTokenizer, load_tokenizer
 from .weights import load_encoder_weights
@@ -32,7 +34,9 @@ _DTYPES = {
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
 }
-_OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")
+_OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
+# encode_document's prompt candidates, in sentence-transformers' order of preference.
+_DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
 
 def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
@@ -223,6 +227,7 @@ class SentenceTransformer(nn.Module):
                                      f"gives {out_dim}")
                 out_dim = h.linear.out_features
         self._embedding_dim = out_dim
+        self._check_truncate_dim(truncate_dim, out_dim)
         for h in self.heads:
             h.to(self._dtype)
 
@@ -284,7 +289,9 @@ class SentenceTransformer(nn.Module):
         self._similarity_fn_name = value
 
     def get_sentence_embedding_dimension(self) -> int:
-        return self.truncate_dim if self.truncate_dim is not None else self._embedding_dim
+        if self.truncate_dim is not None:
+            return min(self.truncate_dim, self._embedding_dim)
+        return self._embedding_dim
 
     get_embedding_dimension = get_sentence_embedding_dimension
 
@@ -383,6 +390,7 @@ class SentenceTransformer(nn.Module):
         batch_size: int = 32,
         show_progress_bar: Optional[bool] = None,
         output_value: Optional[str] = "sentence_embedding",
+        precision: Optional[str] = "float32",
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
         device: str | torch.device | None = None,
@@ -393,12 +401,26 @@ class SentenceTransformer(nn.Module):
 
         Texts are tokenized once, sorted by token count and run in batches; the result is in
         input order.
+
+        ``output_value``: ``"sentence_embedding"``; ``"token_embeddings"`` (per text, a
+        ``(n_tokens, H)`` tensor, special tokens included); or ``None`` (per text, a dict of every
+        feature, see :func:`minilm.outputs.feature_dicts`; ``normalize_embeddings`` does not apply
+        to it, as in sentence-transformers). ``precision`` other than ``"float32"`` quantizes the
+        result with :func:`minilm.quantize_embeddings`, calibrated on this call's embeddings.
+        ``truncate_dim`` is applied after the model's own modules and before
+        ``normalize_embeddings``.
         """
         texts, single = _check_texts(sentences)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if output_value not in _OUTPUT_VALUES:
             raise ValueError(f"output_value must be one of {_OUTPUT_VALUES}, got {output_value!r}")
+        if precision is not None:
+            check_precision(precision)
+        quantize = precision not in (None, "float32")
+        if quantize and output_value is None:
+            raise ValueError(f"precision={precision!r} needs output_value='sentence_embedding' or "
+                             "'token_embeddings'; output_value=None returns unquantized feature dicts")
         truncate_dim = self.truncate_dim if truncate_dim is None else truncate_dim
         self._check_truncate_dim(truncate_dim, self._embedding_dim)
         if show_progress_bar is None:
@@ -422,16 +444,14 @@ class SentenceTransformer(nn.Module):
                 prompt_length = self._prompt_length(prompt)
 
         if not texts:
-            if convert_to_tensor:
-                return torch.tensor([], device=dev)
-            return np.array([]) if convert_to_numpy else []
+            return empty_output(convert_to_numpy, convert_to_tensor, dev)
 
         ids = self.tokenizer.encode(texts)
         batches = self._plan_batches([len(s) for s in ids], batch_size)
         out_dim = truncate_dim or self._embedding_dim
         sentence_out = None
         token_out: list[Optional[Tensor]] = [None] * len(texts)
-        if output_value == "sentence_embedding":
+        if output_value != "token_embeddings":
             sentence_out = torch.empty(len(texts), out_dim, dtype=self.dtype, device=dev if not convert_to_numpy else "cpu")
 
         progress = None
@@ -441,16 +461,16 @@ class SentenceTransformer(nn.Module):
             progress = tqdm(total=len(texts), desc="Batches", unit="text")
         for idx in batches:
             hidden, cu = self._forward_ids([ids[i] for i in idx], dev)  # (total_tokens, H)
-            if output_value == "token_embeddings":
+            if output_value != "sentence_embedding":
                 for j, t in enumerate(torch.split(hidden, torch.diff(cu).tolist())):
                     token_out[idx[j]] = t
-            else:
+            if output_value != "token_embeddings":
                 emb = pool(hidden, cu, self.pooling_modes, prompt_length)  # (B, pooled_dim)
                 for h in self.heads:
                     emb = h(emb)
                 if truncate_dim is not None:
                     emb = emb[:, :truncate_dim]
-                if normalize_embeddings:
+                if normalize_embeddings and output_value is not None:
                     emb = torch.nn.functional.normalize(emb, p=2, dim=1)
                 sentence_out[torch.tensor(idx, device=sentence_out.device)] = emb.to(sentence_out.device)
             if progress is not None:
@@ -458,8 +478,14 @@ class SentenceTransformer(nn.Module):
         if progress is not None:
             progress.close()
 
-        if output_value == "token_embeddings":
-            result: Any = token_out
+        if output_value is None:
+            result: Any = feature_dicts(ids, token_out, sentence_out, self.config.type_vocab_size > 0,
+                                        self._prompt_length(prompt) if prompt else None)
+        elif quantize:
+            result = quantized_output(token_out if output_value == "token_embeddings" else sentence_out,
+                                      precision, convert_to_numpy, convert_to_tensor)
+        elif output_value == "token_embeddings":
+            result = token_out
         elif convert_to_numpy:
             result = (sentence_out.float() if sentence_out.dtype == torch.bfloat16 else sentence_out).numpy()
         elif convert_to_tensor:
@@ -467,6 +493,29 @@ class SentenceTransformer(nn.Module):
         else:
             result = list(sentence_out.unbind(0))
         return result[0] if single else result
+
+    # encode_query/encode_document forward everything else untouched, so they accept exactly
+    # encode()'s parameters (positionally too) whatever encode() grows.
+    def encode_query(self, sentences: str | Sequence[str], prompt_name: Optional[str] = None,
+                     prompt: Optional[str] = None, *args, **kwargs):
+        """``encode()`` for search queries: without ``prompt``/``prompt_name`` it uses the
+        ``"query"`` prompt. That prompt always exists (``""`` unless configured), so an unset one
+        means *no* prompt -- ``default_prompt_name`` never applies here, as in
+        sentence-transformers."""
+        if prompt is None and prompt_name is None and "query" in self.prompts:
+            prompt_name = "query"
+        return self.encode(sentences, prompt_name, prompt, *args, **kwargs)
+
+    def encode_document(self, sentences: str | Sequence[str], prompt_name: Optional[str] = None,
+                        prompt: Optional[str] = None, *args, **kwargs):
+        """``encode()`` for documents: without ``prompt``/``prompt_name`` it uses the first of the
+        ``"document"``, ``"passage"``, ``"corpus"`` prompts present in ``prompts``. As in
+        sentence-transformers, ``"document"`` is always present (``""`` unless configured), so
+        ``"passage"``/``"corpus"`` are reached only if ``"document"`` was removed from
+        ``model.prompts``; ``default_prompt_name`` never applies here."""
+        if prompt is None and prompt_name is None:
+            prompt_name = next((n for n in _DOCUMENT_PROMPT_NAMES if n in self.prompts), None)
+        return self.encode(sentences, prompt_name, prompt, *args, **kwargs)
 
     def forward(self, *args, **kwargs):  # pragma: no cover - encode() is the API
         raise TypeError("minilm.SentenceTransformer is called through encode(), not as a module")
