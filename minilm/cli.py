@@ -155,7 +155,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             print(f"  {'rank':>4}  {'score':>7}  {'line':>{width}}  text")
             for r, h in enumerate(qhits, 1):
                 line, text = corpus[h["corpus_id"]]
-                shown = text if len(text) <= args.max_chars else text[: args.max_chars - 3] + "..."
+                shown = text if len(text) <= args.max_chars else text[: max(args.max_chars - 3, 1)] + "..."
                 print(f"  {r:>4}  {h['score']:>7.4f}  {line:>{width}}  {shown}")
             print()
     print(f"model: {model.model_path} ({model.similarity_fn_name}); corpus {len(texts)} texts in {t2 - t1:.2f} s; "

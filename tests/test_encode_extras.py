@@ -106,9 +106,11 @@ def test_output_value_none_gives_feature_dicts(ml_real, st_real, texts):
         assert torch.equal(o["attention_mask"], torch.ones(n, dtype=torch.int64))
         assert torch.equal(o["token_type_ids"], r["token_type_ids"][:n])
         assert o["modality"] == r["modality"] == "text"
-        assert o["token_embeddings"].shape == (n, 384) and _max_err(o["token_embeddings"], r["token_embeddings"][:n]) < ATOL
+        assert o["token_embeddings"].shape == (n, 384)
+        assert _max_err(o["token_embeddings"], r["token_embeddings"][:n]) < ATOL
         # truncate_dim applies; normalize_embeddings does not (as in sentence-transformers).
-        assert o["sentence_embedding"].shape == (100,) and _max_err(o["sentence_embedding"], r["sentence_embedding"]) < ATOL
+        assert o["sentence_embedding"].shape == (100,)
+        assert _max_err(o["sentence_embedding"], r["sentence_embedding"]) < ATOL
         assert float(o["sentence_embedding"].norm()) < 0.9
 
     single = ml_real.encode("Just one.", output_value=None, prompt="query: ")
