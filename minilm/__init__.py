@@ -13,6 +13,8 @@ from ._kernels_path import ensure_kernels_importable
 
 ensure_kernels_importable(__name__, __file__)
 
+from .quantization import quantize_embeddings  # noqa: E402
+from .search import semantic_search  # noqa: E402
 from .sentence_transformer import DEFAULT_MODEL, SentenceTransformer  # noqa: E402
 from .similarity import (  # noqa: E402
     cos_sim,
@@ -37,6 +39,8 @@ __all__ = [
     "pairwise_dot_score",
     "pairwise_euclidean_sim",
     "pairwise_manhattan_sim",
+    "quantize_embeddings",
+    "semantic_search",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

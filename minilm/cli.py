@@ -1,4 +1,5 @@
-"""``minilm`` command line: ``minilm encode`` embeds texts with a sentence-transformers model."""
+"""``minilm`` command line: ``minilm encode`` embeds texts with a sentence-transformers model;
+``minilm search`` ranks the lines of a corpus file for queries."""
 
 from __future__ import annotations
 
@@ -59,6 +60,130 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_lines(path: str) -> list[tuple[int, str]]:
+    """(1-based line number, text) for every non-blank line; '-' reads stdin."""
+    src = contextlib.nullcontext(sys.stdin) if path == "-" else open(path, encoding="utf-8")
+    with src as f:
+        return [(n, line.rstrip("\r\n")) for n, line in enumerate(f, 1) if line.strip()]
+
+
+def _corpus_fingerprint(model, texts: list[str]) -> dict:
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\n")
+    return {"texts_sha256": h.hexdigest(), "n": len(texts), "model": str(model.model_path),
+            "max_seq_length": model.max_seq_length, "dim": model.get_sentence_embedding_dimension()}
+
+
+def _corpus_embeddings(model, texts: list[str], args: argparse.Namespace):
+    """Embed the corpus, or reuse ``--save-corpus`` when its fingerprint (texts, model, max length)
+    still matches, so that a stale cache is never searched."""
+    import json
+
+    import numpy as np
+
+    cache = Path(args.save_corpus) if args.save_corpus else None
+    meta_path = cache.with_name(cache.name + ".json") if cache else None
+    fp = _corpus_fingerprint(model, texts)
+    if cache is not None and cache.is_file() and meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = None
+        if meta == fp:
+            emb = np.load(cache)
+            if emb.shape == (len(texts), fp["dim"]):
+                print(f"loaded corpus embeddings from {cache}", file=sys.stderr)
+                return emb
+        print(f"{cache} does not match this corpus and model; re-embedding", file=sys.stderr)
+    emb = model.encode_document(texts, batch_size=args.batch_size, show_progress_bar=args.progress)
+    if cache is not None:
+        np.save(cache, emb)
+        meta_path.write_text(json.dumps(fp, indent=1), encoding="utf-8")
+        print(f"wrote {cache} {emb.shape} {emb.dtype}", file=sys.stderr)
+    return emb
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import json
+
+    from .search import semantic_search
+    from .sentence_transformer import SentenceTransformer
+    from .similarity import get_similarity_fn
+
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be a positive integer, got {args.top_k}")
+    if args.corpus == "-" and args.queries == "-":
+        raise ValueError("the corpus and the queries cannot both come from stdin")
+    corpus = _read_lines(args.corpus)
+    if args.queries is not None:
+        queries = list(args.query) + [t for _, t in _read_lines(args.queries)]
+    elif args.query:
+        queries = list(args.query)
+    elif args.corpus != "-" and not sys.stdin.isatty():
+        queries = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    else:
+        raise SystemExit("minilm search: no queries; give them as arguments, --queries FILE, or pipe them on stdin")
+    if not corpus:
+        raise ValueError(f"corpus {args.corpus} has no non-blank lines")
+
+    t0 = time.perf_counter()
+    model = SentenceTransformer(args.model, device=args.device, local_files_only=args.offline)
+    if args.max_seq_length is not None:
+        model.max_seq_length = args.max_seq_length
+    t1 = time.perf_counter()
+    texts = [t for _, t in corpus]
+    corpus_emb = _corpus_embeddings(model, texts, args)
+    t2 = time.perf_counter()
+    query_emb = model.encode_query(queries, batch_size=args.batch_size, show_progress_bar=False)
+    hits = semantic_search(query_emb, corpus_emb, top_k=args.top_k,
+                           score_function=get_similarity_fn(model.similarity_fn_name))
+    t3 = time.perf_counter()
+
+    if args.json:
+        for q, qhits in zip(queries, hits):
+            out = [{"rank": r, "score": h["score"], "line": corpus[h["corpus_id"]][0],
+                    "text": corpus[h["corpus_id"]][1]} for r, h in enumerate(qhits, 1)]
+            print(json.dumps({"query": q, "hits": out}, ensure_ascii=False))
+    else:
+        width = max(4, len(str(corpus[-1][0])))
+        for q, qhits in zip(queries, hits):
+            print(f"query: {q}")
+            print(f"  {'rank':>4}  {'score':>7}  {'line':>{width}}  text")
+            for r, h in enumerate(qhits, 1):
+                line, text = corpus[h["corpus_id"]]
+                shown = text if len(text) <= args.max_chars else text[: max(args.max_chars - 3, 1)] + "..."
+                print(f"  {r:>4}  {h['score']:>7.4f}  {line:>{width}}  {shown}")
+            print()
+    print(f"model: {model.model_path} ({model.similarity_fn_name}); corpus {len(texts)} texts in {t2 - t1:.2f} s; "
+          f"{len(queries)} queries in {t3 - t2:.3f} s; model load {t1 - t0:.2f} s", file=sys.stderr)
+    return 0
+
+
+def _add_search_parser(sub, default_model: str) -> None:
+    s = sub.add_parser("search", help="embed a corpus file (one text a line) and print the best lines for queries",
+                       description="Semantic search: embed CORPUS (one text a line; blank lines skipped) and, for "
+                                   "each query, print the top-k lines by the model's similarity function.")
+    s.add_argument("corpus", help="corpus file, one text a line ('-' for stdin)")
+    s.add_argument("query", nargs="*", help="queries (else --queries FILE, else stdin)")
+    s.add_argument("-q", "--queries", help="file with one query a line ('-' for stdin)")
+    s.add_argument("-k", "--top-k", type=int, default=5, help="hits per query (default 5)")
+    s.add_argument("-m", "--model", default=default_model, help=f"model folder or hub id (default {default_model})")
+    s.add_argument("-b", "--batch-size", type=int, default=32)
+    s.add_argument("--max-seq-length", type=int, default=None)
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    s.add_argument("--offline", action="store_true", help="never contact the hub (local folders, cache, wheels)")
+    s.add_argument("--save-corpus", metavar="EMB.npy",
+                   help="cache the corpus embeddings here (reused while corpus and model are unchanged)")
+    s.add_argument("--json", action="store_true", help="print one JSON object per query instead of a table")
+    s.add_argument("--max-chars", type=int, default=100, help="truncate shown texts to this many characters")
+    s.add_argument("--progress", action="store_true", help="show a progress bar while embedding the corpus")
+    s.set_defaults(func=_cmd_search)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .sentence_transformer import DEFAULT_MODEL
@@ -85,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--progress", dest="progress", action="store_true", default=None)
     g.add_argument("--no-progress", dest="progress", action="store_false")
     e.set_defaults(func=_cmd_encode)
+    _add_search_parser(sub, DEFAULT_MODEL)
     return p
 
 

@@ -19,7 +19,9 @@ from . import heads as heads_mod
 from .config import EncoderConfig
 from .hub import resolve_model_path
 from .model import Encoder, VarlenBatch
+from .outputs import empty_output, feature_dicts, quantized_output
 from .pooling import modes_from_config, pool
+from .quantization import check_precision
 from .similarity import SIMILARITY_FN_NAMES, get_similarity_fn
 from .tokenizer import TextTokenizer, load_tokenizer
 from .weights import load_encoder_weights
@@ -33,7 +35,9 @@ _DTYPES = {
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
 }
-_OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")
+_OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
+# encode_document's prompt candidates, in sentence-transformers' order of preference.
+_DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 _MIN_GEMM_ROWS = 16
 
 
@@ -178,6 +182,17 @@ def _check_texts(sentences: Any) -> tuple[list[str], bool]:
     return texts, False
 
 
+@dataclass
+class _Chunk:
+    """One chunk of ``encode``'s work, in input order: token ids, sentence embeddings
+    ``(n, D)`` on the compute device (or None), per-text token embeddings (or None)."""
+
+    start: int
+    ids: list
+    sentence: Optional[Tensor]
+    tokens: Optional[list]
+
+
 class SentenceTransformer(nn.Module):
     """Drop-in for ``sentence_transformers.SentenceTransformer`` (text embedding models).
 
@@ -255,6 +270,7 @@ class SentenceTransformer(nn.Module):
                                      f"gives {out_dim}")
                 out_dim = h.linear.out_features
         self._embedding_dim = out_dim
+        self._check_truncate_dim(truncate_dim, out_dim)
         for h in self.heads:
             h.to(self._dtype)
 
@@ -319,7 +335,9 @@ class SentenceTransformer(nn.Module):
         self._similarity_fn_name = value
 
     def get_sentence_embedding_dimension(self) -> int:
-        return self.truncate_dim if self.truncate_dim is not None else self._embedding_dim
+        if self.truncate_dim is not None:
+            return min(self.truncate_dim, self._embedding_dim)
+        return self._embedding_dim
 
     get_embedding_dimension = get_sentence_embedding_dimension
 
@@ -430,17 +448,20 @@ class SentenceTransformer(nn.Module):
         return pool(hidden, cu_seqlens, self.pooling_modes, prompt_length)
 
     def _iter_chunks(self, texts: Sequence[str], *, batch_size: int, prompt_length: int,
-                     truncate_dim: Optional[int], normalize: bool, output_value: str, device: torch.device,
-                     progress=None) -> Iterator[tuple[int, Any]]:
-        """Embed ``texts`` chunk by chunk; yields ``(offset, chunk_result)`` in input order.
+                     truncate_dim: Optional[int], normalize: bool, output_value: Optional[str],
+                     device: torch.device, progress=None) -> Iterator["_Chunk"]:
+        """Embed ``texts`` chunk by chunk, each chunk's results in input order.
 
         Memory is bounded by the chunk, not the input. Within a chunk, texts are tokenized once,
         sorted by token count and cut into batches (``batch_size`` texts, ``max_batch_tokens``
         padded tokens). On CUDA the next chunk is tokenized on a worker thread while the GPU
         works on the current one (the tokenizers library releases the GIL).
+        ``output_value`` None produces both sentence and token embeddings.
         """
         # Smaller chunks on CUDA so tokenizing the next one overlaps the GPU's work sooner.
         size = self.chunk_size or (2048 if device.type == "cuda" else 8192)
+        want_tokens = output_value != "sentence_embedding"
+        want_sentence = output_value != "token_embeddings"
         pool = ThreadPoolExecutor(1, thread_name_prefix="minilm-tokenize") \
             if device.type == "cuda" and len(texts) > size else None
         tokenize = lambda i: self.tokenizer.encode(texts[i:i + size])  # noqa: E731
@@ -450,16 +471,15 @@ class SentenceTransformer(nn.Module):
                 ids = pending.result() if pending is not None else tokenize(start)
                 pending = pool.submit(tokenize, start + size) if pool and start + size < len(texts) else None
                 n = len(ids)
-                if output_value == "token_embeddings":
-                    tokens: list[Optional[Tensor]] = [None] * n
-                else:
-                    out = torch.empty(n, truncate_dim or self._embedding_dim, dtype=self.dtype, device=device)
+                tokens: Optional[list] = [None] * n if want_tokens else None
+                out = torch.empty(n, truncate_dim or self._embedding_dim, dtype=self.dtype, device=device) \
+                    if want_sentence else None
                 for idx in self._plan_batches([len(s) for s in ids], batch_size):
                     hidden, cu = self._forward_ids([ids[i] for i in idx], device)  # (total_tokens, H)
-                    if output_value == "token_embeddings":
+                    if tokens is not None:
                         for j, t in enumerate(torch.split(hidden, torch.diff(cu).tolist())):
                             tokens[idx[j]] = t
-                    else:
+                    if out is not None:
                         emb = self._pool(hidden, cu, prompt_length)  # (B, pooled_dim)
                         for h in self.heads:
                             emb = h(emb)
@@ -470,7 +490,7 @@ class SentenceTransformer(nn.Module):
                         out[torch.tensor(idx, device=device)] = emb
                     if progress is not None:
                         progress.update(len(idx))
-                yield start, (tokens if output_value == "token_embeddings" else out)
+                yield _Chunk(start, ids, out, tokens)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -484,6 +504,7 @@ class SentenceTransformer(nn.Module):
         batch_size: int = 32,
         show_progress_bar: Optional[bool] = None,
         output_value: Optional[str] = "sentence_embedding",
+        precision: Optional[str] = "float32",
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
         device: str | torch.device | None = None,
@@ -494,12 +515,26 @@ class SentenceTransformer(nn.Module):
 
         Texts are tokenized once, sorted by token count and run in batches; the result is in
         input order.
+
+        ``output_value``: ``"sentence_embedding"``; ``"token_embeddings"`` (per text, a
+        ``(n_tokens, H)`` tensor, special tokens included); or ``None`` (per text, a dict of every
+        feature, see :func:`minilm.outputs.feature_dicts`; ``normalize_embeddings`` does not apply
+        to it, as in sentence-transformers). ``precision`` other than ``"float32"`` quantizes the
+        result with :func:`minilm.quantize_embeddings`, calibrated on this call's embeddings.
+        ``truncate_dim`` is applied after the model's own modules and before
+        ``normalize_embeddings``.
         """
         texts, single = _check_texts(sentences)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if output_value not in _OUTPUT_VALUES:
             raise ValueError(f"output_value must be one of {_OUTPUT_VALUES}, got {output_value!r}")
+        if precision is not None:
+            check_precision(precision)
+        quantize = precision not in (None, "float32")
+        if quantize and output_value is None:
+            raise ValueError(f"precision={precision!r} needs output_value='sentence_embedding' or "
+                             "'token_embeddings'; output_value=None returns unquantized feature dicts")
         truncate_dim = self.truncate_dim if truncate_dim is None else truncate_dim
         self._check_truncate_dim(truncate_dim, self._embedding_dim)
         if show_progress_bar is None:
@@ -523,14 +558,13 @@ class SentenceTransformer(nn.Module):
                 prompt_length = self._prompt_length(prompt)
 
         if not texts:
-            if convert_to_tensor:
-                return torch.tensor([], device=dev)
-            return np.array([]) if convert_to_numpy else []
+            return empty_output(convert_to_numpy, convert_to_tensor, dev)
 
         out_dim = truncate_dim or self._embedding_dim
         sentence_out = None
-        token_out: list[Optional[Tensor]] = []
-        if output_value == "sentence_embedding":
+        token_out: list[Tensor] = []
+        all_ids: list[list[int]] = []
+        if output_value != "token_embeddings":
             sentence_out = torch.empty(len(texts), out_dim, dtype=self.dtype, device="cpu" if convert_to_numpy else dev)
         progress = None
         if show_progress_bar:
@@ -538,19 +572,29 @@ class SentenceTransformer(nn.Module):
 
             progress = tqdm(total=len(texts), desc="Batches", unit="text")
         try:
-            for start, chunk_out in self._iter_chunks(texts, batch_size=batch_size, prompt_length=prompt_length,
-                                                      truncate_dim=truncate_dim, normalize=normalize_embeddings,
-                                                      output_value=output_value, device=dev, progress=progress):
-                if sentence_out is None:
-                    token_out.extend(chunk_out)
-                else:
-                    sentence_out[start:start + len(chunk_out)] = chunk_out  # one device->host copy per chunk
+            for chunk in self._iter_chunks(texts, batch_size=batch_size, prompt_length=prompt_length,
+                                           truncate_dim=truncate_dim,
+                                           normalize=normalize_embeddings and output_value is not None,
+                                           output_value=output_value, device=dev, progress=progress):
+                if chunk.sentence is not None:
+                    # one device -> host copy per chunk
+                    sentence_out[chunk.start:chunk.start + len(chunk.ids)] = chunk.sentence
+                if chunk.tokens is not None:
+                    token_out.extend(chunk.tokens)
+                if output_value is None:
+                    all_ids.extend(chunk.ids)
         finally:
             if progress is not None:
                 progress.close()
 
-        if output_value == "token_embeddings":
-            result: Any = token_out
+        if output_value is None:
+            result: Any = feature_dicts(all_ids, token_out, sentence_out, self.config.type_vocab_size > 0,
+                                        self._prompt_length(prompt) if prompt else None)
+        elif quantize:
+            result = quantized_output(token_out if output_value == "token_embeddings" else sentence_out,
+                                      precision, convert_to_numpy, convert_to_tensor)
+        elif output_value == "token_embeddings":
+            result = token_out
         elif convert_to_numpy:
             result = (sentence_out.float() if sentence_out.dtype == torch.bfloat16 else sentence_out).numpy()
         elif convert_to_tensor:
@@ -558,6 +602,29 @@ class SentenceTransformer(nn.Module):
         else:
             result = list(sentence_out.unbind(0))
         return result[0] if single else result
+
+    # encode_query/encode_document forward everything else untouched, so they accept exactly
+    # encode()'s parameters (positionally too) whatever encode() grows.
+    def encode_query(self, sentences: str | Sequence[str], prompt_name: Optional[str] = None,
+                     prompt: Optional[str] = None, *args, **kwargs):
+        """``encode()`` for search queries: without ``prompt``/``prompt_name`` it uses the
+        ``"query"`` prompt. That prompt always exists (``""`` unless configured), so an unset one
+        means *no* prompt -- ``default_prompt_name`` never applies here, as in
+        sentence-transformers."""
+        if prompt is None and prompt_name is None and "query" in self.prompts:
+            prompt_name = "query"
+        return self.encode(sentences, prompt_name, prompt, *args, **kwargs)
+
+    def encode_document(self, sentences: str | Sequence[str], prompt_name: Optional[str] = None,
+                        prompt: Optional[str] = None, *args, **kwargs):
+        """``encode()`` for documents: without ``prompt``/``prompt_name`` it uses the first of the
+        ``"document"``, ``"passage"``, ``"corpus"`` prompts present in ``prompts``. As in
+        sentence-transformers, ``"document"`` is always present (``""`` unless configured), so
+        ``"passage"``/``"corpus"`` are reached only if ``"document"`` was removed from
+        ``model.prompts``; ``default_prompt_name`` never applies here."""
+        if prompt is None and prompt_name is None:
+            prompt_name = next((n for n in _DOCUMENT_PROMPT_NAMES if n in self.prompts), None)
+        return self.encode(sentences, prompt_name, prompt, *args, **kwargs)
 
     def forward(self, *args, **kwargs):  # pragma: no cover - encode() is the API
         raise TypeError("minilm.SentenceTransformer is called through encode(), not as a module")

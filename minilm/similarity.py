@@ -30,7 +30,9 @@ def _as_tensor(x) -> Tensor:
             t = torch.tensor(x)
     else:
         raise TypeError(f"expected a tensor, numpy array or list of them, got {type(x).__name__}")
-    if not t.is_floating_point():
+    # Integer codes would overflow in a matmul, and half-precision products round nearby scores
+    # into ties (sentence-transformers upcasts sub-float32 floats for the same reason).
+    if not t.is_floating_point() or torch.finfo(t.dtype).bits < 32:
         t = t.float()
     return t
 
