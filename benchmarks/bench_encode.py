@@ -139,9 +139,9 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    rx = np.argsort(np.argsort(x)).astype(float)
-    ry = np.argsort(np.argsort(y)).astype(float)
-    return float(np.corrcoef(rx, ry)[0, 1]) * 100
+    from scipy.stats import spearmanr  # tie-aware ranks (STS gold scores have many ties)
+
+    return float(spearmanr(x, y).statistic) * 100
 
 
 def hardware(device: str) -> str:

@@ -294,7 +294,7 @@ class SentenceTransformer(nn.Module):
         # Texts tokenized and sorted together; bounds encode()'s working memory for huge
         # inputs. None: 8192 on CPU, 2048 on CUDA.
         self.chunk_size: Optional[int] = None
-        self._prompt_lengths: dict[str, int] = {}
+        self._prompt_lengths: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
         self.to(dev)
 
