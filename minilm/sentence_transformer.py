@@ -448,15 +448,26 @@ class SentenceTransformer(nn.Module):
         output_value: Optional[str] = "sentence_embedding",
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
-        device: str | torch.device | None = None,
+        device: str | torch.device | list | None = None,
         normalize_embeddings: bool = False,
         truncate_dim: Optional[int] = None,
+        pool: Optional[Any] = None,
+        chunk_size: Optional[int] = None,
     ):
         """Embed texts. A str gives a 1-D result, a list gives ``(N, D)`` (float32 numpy by default).
 
         Texts are tokenized once, sorted by token count and run in batches; the result is in
-        input order.
+        input order. ``pool`` (from :meth:`start_multi_process_pool`) or a list of devices
+        (``["cpu", "cpu"]``, ``["cuda:0", "cuda:1"]``) spreads chunks of ``chunk_size`` texts over
+        worker processes, with the same result.
         """
+        if pool is not None or isinstance(device, (list, tuple)):
+            from .multiprocess import encode_multi_process
+
+            # Every other argument goes to the workers' encode(), including any added later.
+            kwargs = {k: v for k, v in locals().items() if k not in ("self", "sentences", "pool", "device",
+                                                                      "chunk_size", "encode_multi_process")}
+            return encode_multi_process(self, sentences, pool=pool, devices=device, chunk_size=chunk_size, **kwargs)
         texts, single = _check_texts(sentences)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -520,6 +531,37 @@ class SentenceTransformer(nn.Module):
         else:
             result = list(sentence_out.unbind(0))
         return result[0] if single else result
+
+    def encode_iter(self, sentences: Iterable[str], chunk_size: Optional[int] = None, pool: Optional[Any] = None,
+                    **encode_kwargs) -> Iterator[Any]:
+        """Embed a stream of texts (any iterable of str, e.g. a generator over a huge file) chunk by
+        chunk, yielding one ``encode()`` result per chunk, ``(n, D)`` numpy by default, in input
+        order. Memory is bounded by the chunk (default ``self.chunk_size`` texts), not the stream.
+        With ``pool``, chunks run on the pool's workers."""
+        from .streaming import encode_iter
+
+        return encode_iter(self, sentences, chunk_size=chunk_size, pool=pool, **encode_kwargs)
+
+    def start_multi_process_pool(self, target_devices: Optional[Sequence[str]] = None):
+        """Start worker processes for ``encode(..., pool=pool)``: one per entry of ``target_devices``
+        (e.g. ``["cuda:0", "cuda:1"]`` or ``["cpu", "cpu"]``); by default every CUDA device, or
+        up to 4 CPU workers that share the cores. Workers load the model from ``model_path`` with
+        this model's settings (dtype, max_seq_length, prompts, ...). Stop it with
+        :meth:`stop_multi_process_pool`; pools left running are stopped at exit.
+
+        As with any spawned process, a script that starts a pool needs an
+        ``if __name__ == "__main__":`` guard.
+        """
+        from .multiprocess import start_pool
+
+        return start_pool(self, target_devices)
+
+    @staticmethod
+    def stop_multi_process_pool(pool) -> None:
+        """Stop the workers of a pool from :meth:`start_multi_process_pool`; safe to call twice."""
+        from .multiprocess import stop_pool
+
+        stop_pool(pool)
 
     def forward(self, *args, **kwargs):  # pragma: no cover - encode() is the API
         raise TypeError("minilm.SentenceTransformer is called through encode(), not as a module")
