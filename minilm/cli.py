@@ -25,21 +25,117 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
     return texts
 
 
-def _cmd_encode(args: argparse.Namespace) -> int:
-    import numpy as np
-
+def _load_model(args: argparse.Namespace):
     from .sentence_transformer import SentenceTransformer
 
-    texts = _read_texts(args)
-    t0 = time.perf_counter()
     model = SentenceTransformer(args.model, device=args.device, dtype=args.dtype,
                                 local_files_only=args.offline, max_batch_tokens=args.max_batch_tokens)
     if args.max_seq_length is not None:
         model.max_seq_length = args.max_seq_length
+    if args.chunk_size is not None:
+        if args.chunk_size < 1:
+            raise ValueError(f"--chunk-size must be positive, got {args.chunk_size}")
+        model.chunk_size = args.chunk_size
+    return model
+
+
+def _start_pool(args: argparse.Namespace, model):
+    if args.workers is None:
+        return None
+    if args.workers < 1:
+        raise ValueError(f"--workers must be positive, got {args.workers}")
+    dev = str(model.device) if args.device is None else args.device
+    return model.start_multi_process_pool([dev] * args.workers)
+
+
+def _encode_streaming(args: argparse.Namespace) -> int:
+    """--input FILE --output OUT.npy: rows are read, embedded and written a chunk at a time, so
+    neither the texts nor the embeddings of the whole corpus are ever in memory."""
+    import itertools
+
+    from .streaming import NpyRowWriter, count_lines, read_lines
+
+    src = Path(args.file)
+    out = Path(args.output)
+    total = len(args.texts) + count_lines(src)
+    t0 = time.perf_counter()
+    model = _load_model(args)
+    meta = {"input": str(src.resolve()), "input_bytes": src.stat().st_size, "arguments": len(args.texts),
+            "model": str(model.model_path), "dtype": str(model.dtype), "max_seq_length": model.max_seq_length,
+            "prompt": args.prompt, "prompt_name": args.prompt_name, "normalize": args.normalize}
+    skip = 0
+    if args.resume:
+        state = NpyRowWriter.read_progress(out)
+        if state is None:
+            raise FileNotFoundError(f"--resume: {out}.progress not found; nothing to resume")
+        skip = int(state.get("rows_done", 0))
+    rows = itertools.islice(itertools.chain(args.texts, read_lines(src)), skip, None)
+    t1 = time.perf_counter()
+    show = args.progress if args.progress is not None else total >= 1000
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=skip, desc="Embedding", unit="text")
+    writer = None
+    pool = None
+    try:
+        if args.resume:  # checks the output and its settings before any embedding
+            writer = NpyRowWriter(out, total, model.get_sentence_embedding_dimension(), "float32", meta, resume=True)
+        pool = _start_pool(args, model)
+        for block in model.encode_iter(rows, pool=pool, batch_size=args.batch_size, prompt_name=args.prompt_name,
+                                       prompt=args.prompt, normalize_embeddings=args.normalize):
+            if writer is None:
+                writer = NpyRowWriter(out, total, block.shape[1], block.dtype, meta)
+            writer.write(block)
+            if bar is not None:
+                bar.update(len(block))
+        if writer is None:  # nothing left to embed
+            writer = NpyRowWriter(out, total, model.get_sentence_embedding_dimension(), "float32", meta)
+    except BaseException as e:
+        done = writer.done if writer is not None else skip
+        print(f"minilm encode: {'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed'}: wrote {done} "
+              f"of {total} rows to {out}; {out.name}.progress records this, and --resume continues from it",
+              file=sys.stderr)
+        if isinstance(e, KeyboardInterrupt):
+            return 130
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+        if pool is not None:
+            model.stop_multi_process_pool(pool)
+    t2 = time.perf_counter()
+    assert writer.done == total, (writer.done, total)
+    rate = (total - skip) / (t2 - t1) if t2 > t1 else 0.0
+    print(f"wrote {out} ({total}, {writer.dim}) {writer.dtype}", file=sys.stderr)
+    print(f"model: {model.model_path}  device: {model.device}  dtype: {str(model.dtype).replace('torch.', '')}")
+    print(f"embedded {total - skip} texts -> ({total}, {writer.dim}) {writer.dtype} in {t2 - t1:.3f} s "
+          f"({rate:.1f} texts/s; model load {t1 - t0:.2f} s)")
+    return 0
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    if args.output and args.file not in (None, "-"):
+        return _encode_streaming(args)
+    if args.resume:
+        raise ValueError("--resume needs --input FILE and --output FILE.npy")
+    texts = _read_texts(args)
+    t0 = time.perf_counter()
+    model = _load_model(args)
     t1 = time.perf_counter()
     progress = args.progress if args.progress is not None else len(texts) >= 1000
-    emb = model.encode(texts, batch_size=args.batch_size, prompt_name=args.prompt_name, prompt=args.prompt,
-                       normalize_embeddings=args.normalize, show_progress_bar=progress)
+    pool = _start_pool(args, model)
+    try:
+        emb = model.encode(texts, batch_size=args.batch_size, prompt_name=args.prompt_name, prompt=args.prompt,
+                           normalize_embeddings=args.normalize, show_progress_bar=progress, pool=pool)
+    finally:
+        if pool is not None:
+            model.stop_multi_process_pool(pool)
     t2 = time.perf_counter()
     if len(texts) == 0:
         emb = np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
@@ -191,9 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minilm", description="Fast sentence embeddings (sentence-transformers compatible)")
     p.add_argument("--version", action="version", version=f"minilm {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    e = sub.add_parser("encode", help="embed texts (arguments, --file, or stdin, one text a line)")
+    e = sub.add_parser("encode", help="embed texts (arguments, --input FILE, or stdin, one text a line)")
     e.add_argument("texts", nargs="*", help="texts to embed")
-    e.add_argument("-f", "--file", help="file with one text a line ('-' for stdin)")
+    e.add_argument("-f", "--file", "-i", "--input", dest="file",
+                   help="file with one text a line ('-' for stdin); with --output it is streamed: "
+                        "memory stays bounded by --chunk-size, whatever the file's size")
     e.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model folder or hub id (default {DEFAULT_MODEL})")
     e.add_argument("-o", "--output", help="write the embeddings to this .npy file")
     e.add_argument("-b", "--batch-size", type=int, default=32)
@@ -205,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--prompt", default=None)
     e.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     e.add_argument("--offline", action="store_true", help="never contact the hub (local folders, cache, wheels)")
+    e.add_argument("--chunk-size", type=int, default=None,
+                   help="texts read, embedded and written at a time (default 8192)")
+    e.add_argument("--resume", action="store_true",
+                   help="continue an interrupted --input/--output run from OUTPUT.progress")
+    e.add_argument("--workers", type=int, default=None,
+                   help="embed in this many worker processes on --device (CPU workers share the cores)")
     e.add_argument("--show", type=int, default=5, help="rows to print when not writing a file")
     g = e.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None)

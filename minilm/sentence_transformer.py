@@ -447,6 +447,12 @@ class SentenceTransformer(nn.Module):
             return varlen_mean_pool(hidden, cu_seqlens, skip_first=prompt_length, backend="triton", validate=False)
         return pool(hidden, cu_seqlens, self.pooling_modes, prompt_length)
 
+    def effective_chunk_size(self, device: Optional[torch.device] = None) -> int:
+        """``chunk_size``, or its default: 8192 texts on CPU, 2048 on CUDA (smaller, so that
+        tokenizing the next chunk overlaps the GPU's work sooner)."""
+        dev = self.device if device is None else device
+        return self.chunk_size or (2048 if dev.type == "cuda" else 8192)
+
     def _iter_chunks(self, texts: Sequence[str], *, batch_size: int, prompt_length: int,
                      truncate_dim: Optional[int], normalize: bool, output_value: Optional[str],
                      device: torch.device, progress=None) -> Iterator["_Chunk"]:
@@ -458,18 +464,18 @@ class SentenceTransformer(nn.Module):
         works on the current one (the tokenizers library releases the GIL).
         ``output_value`` None produces both sentence and token embeddings.
         """
-        # Smaller chunks on CUDA so tokenizing the next one overlaps the GPU's work sooner.
-        size = self.chunk_size or (2048 if device.type == "cuda" else 8192)
+        size = self.effective_chunk_size(device)
         want_tokens = output_value != "sentence_embedding"
         want_sentence = output_value != "token_embeddings"
-        pool = ThreadPoolExecutor(1, thread_name_prefix="minilm-tokenize") \
+        prefetcher = ThreadPoolExecutor(1, thread_name_prefix="minilm-tokenize") \
             if device.type == "cuda" and len(texts) > size else None
         tokenize = lambda i: self.tokenizer.encode(texts[i:i + size])  # noqa: E731
         try:
             pending = None
             for start in range(0, len(texts), size):
                 ids = pending.result() if pending is not None else tokenize(start)
-                pending = pool.submit(tokenize, start + size) if pool and start + size < len(texts) else None
+                pending = prefetcher.submit(tokenize, start + size) \
+                    if prefetcher and start + size < len(texts) else None
                 n = len(ids)
                 tokens: Optional[list] = [None] * n if want_tokens else None
                 out = torch.empty(n, truncate_dim or self._embedding_dim, dtype=self.dtype, device=device) \
@@ -492,8 +498,8 @@ class SentenceTransformer(nn.Module):
                         progress.update(len(idx))
                 yield _Chunk(start, ids, out, tokens)
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            if prefetcher is not None:
+                prefetcher.shutdown(wait=True, cancel_futures=True)
 
     @torch.inference_mode()
     def encode(
@@ -507,14 +513,18 @@ class SentenceTransformer(nn.Module):
         precision: Optional[str] = "float32",
         convert_to_numpy: bool = True,
         convert_to_tensor: bool = False,
-        device: str | torch.device | None = None,
+        device: str | torch.device | list | None = None,
         normalize_embeddings: bool = False,
         truncate_dim: Optional[int] = None,
+        pool: Optional[Any] = None,
+        chunk_size: Optional[int] = None,
     ):
         """Embed texts. A str gives a 1-D result, a list gives ``(N, D)`` (float32 numpy by default).
 
         Texts are tokenized once, sorted by token count and run in batches; the result is in
-        input order.
+        input order. ``pool`` (from :meth:`start_multi_process_pool`) or a list of devices
+        (``["cpu", "cpu"]``, ``["cuda:0", "cuda:1"]``) spreads chunks of ``chunk_size`` texts over
+        worker processes, with the same result.
 
         ``output_value``: ``"sentence_embedding"``; ``"token_embeddings"`` (per text, a
         ``(n_tokens, H)`` tensor, special tokens included); or ``None`` (per text, a dict of every
@@ -524,6 +534,13 @@ class SentenceTransformer(nn.Module):
         ``truncate_dim`` is applied after the model's own modules and before
         ``normalize_embeddings``.
         """
+        if pool is not None or isinstance(device, (list, tuple)):
+            from .multiprocess import encode_multi_process
+
+            # Every other argument goes to the workers' encode(), including any added later.
+            kwargs = {k: v for k, v in locals().items() if k not in ("self", "sentences", "pool", "device",
+                                                                      "chunk_size", "encode_multi_process")}
+            return encode_multi_process(self, sentences, pool=pool, devices=device, chunk_size=chunk_size, **kwargs)
         texts, single = _check_texts(sentences)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -625,6 +642,37 @@ class SentenceTransformer(nn.Module):
         if prompt is None and prompt_name is None:
             prompt_name = next((n for n in _DOCUMENT_PROMPT_NAMES if n in self.prompts), None)
         return self.encode(sentences, prompt_name, prompt, *args, **kwargs)
+
+    def encode_iter(self, sentences: Iterable[str], chunk_size: Optional[int] = None, pool: Optional[Any] = None,
+                    **encode_kwargs) -> Iterator[Any]:
+        """Embed a stream of texts (any iterable of str, e.g. a generator over a huge file) chunk by
+        chunk, yielding one ``encode()`` result per chunk, ``(n, D)`` numpy by default, in input
+        order. Memory is bounded by the chunk (default ``self.chunk_size`` texts), not the stream.
+        With ``pool``, chunks run on the pool's workers."""
+        from .streaming import encode_iter
+
+        return encode_iter(self, sentences, chunk_size=chunk_size, pool=pool, **encode_kwargs)
+
+    def start_multi_process_pool(self, target_devices: Optional[Sequence[str]] = None):
+        """Start worker processes for ``encode(..., pool=pool)``: one per entry of ``target_devices``
+        (e.g. ``["cuda:0", "cuda:1"]`` or ``["cpu", "cpu"]``); by default every CUDA device, or
+        up to 4 CPU workers that share the cores. Workers load the model from ``model_path`` with
+        this model's settings (dtype, max_seq_length, prompts, ...). Stop it with
+        :meth:`stop_multi_process_pool`; pools left running are stopped at exit.
+
+        As with any spawned process, a script that starts a pool needs an
+        ``if __name__ == "__main__":`` guard.
+        """
+        from .multiprocess import start_pool
+
+        return start_pool(self, target_devices)
+
+    @staticmethod
+    def stop_multi_process_pool(pool) -> None:
+        """Stop the workers of a pool from :meth:`start_multi_process_pool`; safe to call twice."""
+        from .multiprocess import stop_pool
+
+        stop_pool(pool)
 
     def forward(self, *args, **kwargs):  # pragma: no cover - encode() is the API
         raise TypeError("minilm.SentenceTransformer is called through encode(), not as a module")

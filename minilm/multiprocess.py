@@ -1,0 +1,486 @@
+"""Several worker processes on one machine: ``start_multi_process_pool`` / ``encode(pool=...)``.
+
+sentence-transformers 6.x semantics, with failures made loud:
+
+* Workers are spawned (never forked: a forked CUDA or OpenMP runtime is unsafe) and load the
+  model themselves from the parent's resolved local folder with the parent's settings, passed as
+  a small picklable :class:`WorkerSpec` rather than the module's weights.
+* Each worker has its own duplex pipe and at most one chunk in flight. The parent waits on the
+  pipes and the process sentinels together, so a worker that dies (even by SIGKILL, even halfway
+  through sending a result) is noticed at once instead of leaving the caller blocked on a shared
+  queue whose lock or stream the dead process may have left in a broken state.
+* A worker that raises reports the exception; the caller gets a ``RuntimeError`` that names the
+  worker and the cause, and the pool stays usable. A worker that dies takes the pool down with
+  it (the others are stopped), since the chunk it held is lost.
+* CPU workers split the machine's cores instead of each using all of them.
+* Pools are shut down at interpreter exit, and workers exit on their own when the parent
+  disappears (their pipe reaches EOF), so no process outlives its parent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import multiprocessing as mp
+import os
+import pickle
+import signal
+import threading
+import time
+import traceback
+import weakref
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import wait as mp_wait
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+# How long stop_multi_process_pool waits for a worker to leave on its own before terminating it.
+_GRACEFUL_EXIT_S = 2.0
+# Chunks a pool may run ahead of the oldest unfinished one, per worker; bounds the reorder buffer.
+_AHEAD_PER_WORKER = 4
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs to rebuild the parent's model: picklable and a few hundred bytes."""
+
+    model_path: str
+    dtype: str
+    max_seq_length: int
+    prompts: dict = field(default_factory=dict)
+    default_prompt_name: Optional[str] = None
+    truncate_dim: Optional[int] = None
+    similarity_fn_name: str = "cosine"
+    max_batch_tokens: Optional[int] = None
+    chunk_size: Optional[int] = None
+
+    @classmethod
+    def from_model(cls, model) -> "WorkerSpec":
+        return cls(
+            model_path=str(model.model_path),
+            dtype=str(model.dtype).replace("torch.", ""),
+            max_seq_length=model.max_seq_length,
+            prompts=dict(model.prompts),
+            default_prompt_name=model.default_prompt_name,
+            truncate_dim=model.truncate_dim,
+            similarity_fn_name=model.similarity_fn_name,
+            max_batch_tokens=model.max_batch_tokens,
+            chunk_size=model.chunk_size,
+        )
+
+    def differences(self, other: "WorkerSpec") -> dict[str, tuple[Any, Any]]:
+        a, b = asdict(self), asdict(other)
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+    def build(self, device: str):
+        from .sentence_transformer import SentenceTransformer
+
+        model = SentenceTransformer(
+            self.model_path, device=device, dtype=self.dtype, prompts=self.prompts,
+            default_prompt_name=self.default_prompt_name, truncate_dim=self.truncate_dim,
+            similarity_fn_name=self.similarity_fn_name, max_batch_tokens=self.max_batch_tokens,
+            local_files_only=True,
+        )
+        model.max_seq_length = self.max_seq_length
+        model.chunk_size = self.chunk_size
+        return model
+
+
+# ---------------------------------------------------------------------------------- worker side
+def _describe(exc: BaseException) -> tuple[Optional[BaseException], str, str]:
+    """(the exception if it survives pickling, "Type: message", formatted traceback)."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        kept: Optional[BaseException] = exc
+    except Exception:
+        kept = None
+    return kept, f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def _to_cpu(obj: Any) -> Any:
+    # Results travel by plain pickle: CUDA tensors must not be unpickled onto the parent's GPU.
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, list):
+        return [_to_cpu(o) for o in obj]
+    if isinstance(obj, tuple):
+        return tuple(_to_cpu(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    return obj
+
+
+def _worker_main(index: int, spec: WorkerSpec, device: str, threads: int, conn) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides what happens to its workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+
+    def send(msg: tuple) -> None:
+        conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+
+    try:
+        model = spec.build(device)
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
+        send(("fatal", None, None, _describe(e)))
+        conn.close()
+        raise SystemExit(1)
+    send(("ready", None, None, os.getpid()))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):  # the parent is gone: leave instead of lingering
+            return
+        if task is None:
+            return
+        job, chunk_id, texts, kwargs = task
+        try:
+            msg = ("result", job, chunk_id, pickle.dumps(_to_cpu(model.encode(texts, **kwargs)),
+                                                         protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception as e:  # noqa: BLE001 - reported to the parent, which raises
+            logger.debug("worker %d failed on chunk %d", index, chunk_id, exc_info=True)
+            msg = ("error", job, chunk_id, _describe(e))
+        try:
+            send(msg)
+        except (BrokenPipeError, OSError):
+            return
+
+
+# ---------------------------------------------------------------------------------- parent side
+def _stop_processes(processes: list, conns: list, graceful: bool) -> None:
+    """Stop workers: a polite ``None`` first when ``graceful``, then SIGTERM, then SIGKILL."""
+    if graceful:
+        for c in conns:
+            try:
+                c.send(None)
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + _GRACEFUL_EXIT_S
+        for p in processes:
+            p.join(max(0.0, deadline - time.monotonic()))
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join(2.0)
+        if p.is_alive():
+            p.kill()
+            p.join(2.0)
+    for c in conns:
+        try:
+            c.close()
+        except OSError:
+            pass
+
+
+class MultiProcessPool(dict):
+    """A pool of embedding workers, from ``SentenceTransformer.start_multi_process_pool``.
+
+    A dict (``pool["processes"]``, ``pool["devices"]``) like sentence-transformers' pool, so code
+    that inspects it keeps working. One ``encode`` runs on a pool at a time; concurrent calls
+    wait for each other.
+    """
+
+    def __init__(self, spec: WorkerSpec, devices: Sequence[str]):
+        super().__init__()
+        ctx = mp.get_context("spawn")
+        cores = available_cores()
+        n_cpu = sum(1 for d in devices if torch.device(d).type == "cpu")
+        threads = max(1, cores // max(1, len(devices)))
+        if n_cpu:
+            threads = max(1, cores // n_cpu)
+        self.spec = spec
+        self.devices = list(devices)
+        self.threads = threads
+        self._conns: list = []
+        self._processes: list = []
+        self._busy: list[Optional[tuple[int, int]]] = []  # per worker: (job, chunk) in flight
+        self._jobs = itertools.count(1)
+        self._lock = threading.Lock()
+        self._closed = False
+        self.broken: Optional[str] = None
+        try:
+            for i, dev in enumerate(self.devices):
+                parent_conn, child_conn = ctx.Pipe(duplex=True)
+                p = ctx.Process(target=_worker_main, args=(i, spec, dev, threads, child_conn),
+                                name=f"minilm-worker-{i}", daemon=True)
+                p.start()
+                # Only the child keeps its end open, so its death reads as EOF here.
+                child_conn.close()
+                self._conns.append(parent_conn)
+                self._processes.append(p)
+                self._busy.append(None)
+        except BaseException:
+            _stop_processes(self._processes, self._conns, graceful=False)
+            raise
+        self["processes"] = self._processes
+        self["devices"] = self.devices
+        # At interpreter exit or when the pool is garbage collected; holds no reference to self.
+        self._finalizer = weakref.finalize(self, _stop_processes, self._processes, self._conns, False)
+        logger.info("Started %d minilm workers on %s (%d threads each)", len(devices), self.devices, threads)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("broken" if self.broken else "running")
+        return f"MultiProcessPool({self.devices}, {state}, pids={[p.pid for p in self._processes]})"
+
+    def __hash__(self) -> int:  # dicts are unhashable; weakref.finalize does not need it, users might
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def describe_worker(self, i: int) -> str:
+        p = self._processes[i]
+        return f"worker {i} (pid {p.pid}, device {self.devices[i]})"
+
+    def close(self) -> None:
+        """Stop the workers; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer.detach()
+        _stop_processes(self._processes, self._conns, graceful=self.broken is None)
+
+    def _fail(self, reason: str) -> RuntimeError:
+        """The pool cannot be trusted any more: stop every worker and build the error to raise."""
+        self.broken = reason
+        self._closed = True
+        self._finalizer.detach()
+        _stop_processes(self._processes, self._conns, graceful=False)
+        return RuntimeError(f"{reason}. The pool has been shut down; start a new one with "
+                            "start_multi_process_pool() to continue.")
+
+    def _death_reason(self, i: int) -> str:
+        p = self._processes[i]
+        p.join(0.5)
+        code = p.exitcode
+        if code is not None and code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exit code {code}"
+        busy = self._busy[i]
+        held = f" while embedding chunk {busy[1]}" if busy is not None else ""
+        return f"minilm multi-process {self.describe_worker(i)} died unexpectedly ({how}){held}"
+
+    def _receive(self, timeout: Optional[float]) -> list[tuple[int, tuple]]:
+        """Messages from whichever workers have one; raises (and shuts the pool down) on a death."""
+        sentinels = {p.sentinel: i for i, p in enumerate(self._processes)}
+        conns = {id(c): i for i, c in enumerate(self._conns)}
+        ready = mp_wait(list(self._conns) + list(sentinels), timeout)
+        out: list[tuple[int, tuple]] = []
+        dead: list[int] = []
+        for obj in ready:
+            if not isinstance(obj, int):
+                i = conns[id(obj)]
+                try:
+                    out.append((i, pickle.loads(obj.recv_bytes())))
+                except (EOFError, OSError, pickle.UnpicklingError):
+                    dead.append(i)  # died mid-message (or closed its end)
+        for obj in ready:
+            i = sentinels.get(obj) if isinstance(obj, int) else None
+            if i is not None and i not in dead:
+                # A worker may have sent a last message (a load failure) just before exiting.
+                if self._conns[i].poll(0):
+                    try:
+                        out.append((i, pickle.loads(self._conns[i].recv_bytes())))
+                    except (EOFError, OSError, pickle.UnpicklingError):
+                        pass
+                if not any(j == i and m[0] == "fatal" for j, m in out):
+                    dead.append(i)
+        for i, msg in out:
+            if msg[0] == "fatal":
+                _, summary, tb = msg[3]
+                raise self._fail(f"minilm multi-process {self.describe_worker(i)} could not load the model: "
+                                 f"{summary}\n{tb}") from msg[3][0]
+        if dead:
+            raise self._fail("; ".join(self._death_reason(i) for i in sorted(set(dead))))
+        return out
+
+    def imap(self, chunks: Iterable[list[str]], kwargs: dict, progress=None) -> Iterator[Any]:
+        """Embed each chunk with ``encode(chunk, **kwargs)`` on some worker; yields results in order."""
+        if self._closed:
+            raise RuntimeError(f"This pool is {'broken: ' + self.broken if self.broken else 'stopped'}; "
+                               "start a new one with start_multi_process_pool()")
+        with self._lock:
+            yield from self._imap(iter(chunks), kwargs, progress)
+
+    def _imap(self, chunks: Iterator[list[str]], kwargs: dict, progress) -> Iterator[Any]:
+        job = next(self._jobs)
+        n = len(self._processes)
+        max_ahead = _AHEAD_PER_WORKER * n
+        done: dict[int, Any] = {}
+        sizes: dict[int, int] = {}
+        next_id = 0      # next chunk to hand out
+        next_yield = 0   # next chunk the caller gets
+        exhausted = False
+        try:
+            while True:
+                # Hand a chunk to every idle worker, staying within max_ahead of the caller.
+                for i in range(n):
+                    if exhausted or self._busy[i] is not None or next_id - next_yield >= max_ahead:
+                        continue
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        exhausted = True
+                        break
+                    try:
+                        self._conns[i].send((job, next_id, chunk, kwargs))
+                    except (BrokenPipeError, ConnectionResetError, EOFError):
+                        raise self._fail(self._death_reason(i)) from None
+                    self._busy[i] = (job, next_id)
+                    sizes[next_id] = len(chunk)
+                    next_id += 1
+                while next_yield in done:
+                    result = done.pop(next_yield)
+                    next_yield += 1
+                    yield result
+                if exhausted and next_yield == next_id:
+                    return
+                for i, msg in self._receive(timeout=1.0):
+                    kind, mjob, chunk_id, payload = msg
+                    if kind == "ready":
+                        logger.debug("%s is ready", self.describe_worker(i))
+                        continue
+                    self._busy[i] = None
+                    if mjob != job:
+                        continue  # left over from an earlier call that failed or stopped early
+                    if kind == "error":
+                        exc, summary, tb = payload
+                        err = RuntimeError(f"minilm multi-process {self.describe_worker(i)} failed on chunk "
+                                           f"{chunk_id} (texts {_offset(sizes, chunk_id)}.."
+                                           f"{_offset(sizes, chunk_id) + sizes[chunk_id] - 1}): "
+                                           f"{summary}\n--- worker traceback ---\n{tb}")
+                        raise err from exc
+                    assert kind == "result", kind
+                    done[chunk_id] = pickle.loads(payload)
+                    if progress is not None:
+                        progress.update(sizes[chunk_id])
+        except (GeneratorExit, RuntimeError):
+            # Workers still busy with this job finish their chunk; the result is dropped on arrival.
+            raise
+        except BaseException:
+            # Interrupted (Ctrl-C) perhaps halfway through reading a message: the pipes cannot be
+            # trusted, so the workers go.
+            if not self._closed:
+                self._fail("interrupted")
+            raise
+
+
+def _offset(sizes: dict[int, int], chunk_id: int) -> int:
+    return sum(sizes[c] for c in range(chunk_id))
+
+
+# ------------------------------------------------------------------------------------- public API
+def default_devices() -> list[str]:
+    if torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    # Enough workers to overlap tokenization and matrix work, few enough that each keeps a core.
+    return ["cpu"] * min(4, available_cores())
+
+
+def _check_devices(devices: Any) -> list[str]:
+    if isinstance(devices, (str, torch.device)) or not isinstance(devices, (list, tuple)):
+        raise TypeError(f"target_devices must be a list of devices such as ['cpu', 'cpu'] or "
+                        f"['cuda:0', 'cuda:1'], got {devices!r}")
+    if not devices:
+        raise ValueError("target_devices is empty; give at least one device, e.g. ['cpu', 'cpu']")
+    out = []
+    for d in devices:
+        try:
+            out.append(str(torch.device(d)))
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"Invalid device {d!r} in target_devices {list(devices)!r}: {e}") from e
+    return out
+
+
+def start_pool(model, target_devices: Optional[Sequence[str]] = None) -> MultiProcessPool:
+    devices = default_devices() if target_devices is None else _check_devices(target_devices)
+    return MultiProcessPool(WorkerSpec.from_model(model), devices)
+
+
+def stop_pool(pool: Any) -> None:
+    if not isinstance(pool, MultiProcessPool):
+        raise TypeError(f"Expected a pool from start_multi_process_pool(), got {type(pool).__name__}")
+    pool.close()
+
+
+def _check_chunk_size(chunk_size: Any) -> None:
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+
+
+def _check_pool_matches(pool: MultiProcessPool, model) -> None:
+    diff = pool.spec.differences(WorkerSpec.from_model(model))
+    if diff:
+        detail = ", ".join(f"{k}: pool {a!r}, model {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"The pool was started for a model with other settings ({detail}); its results would "
+                         "differ from this model's. Start a new pool after changing the model.")
+
+
+def _concat(parts: list[Any]) -> Any:
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts)
+    if all(isinstance(p, torch.Tensor) for p in parts):
+        return torch.cat(parts)
+    return [x for p in parts for x in p]
+
+
+def encode_multi_process(model, sentences: Any, *, pool: Optional[MultiProcessPool], devices: Any,
+                         chunk_size: Optional[int], **encode_kwargs) -> Any:
+    """``encode`` over a pool (or a temporary pool on ``devices``); same result as in one process."""
+    from .sentence_transformer import _check_texts
+
+    _check_chunk_size(chunk_size)
+    if pool is not None and not isinstance(pool, MultiProcessPool):
+        raise TypeError(f"pool must come from start_multi_process_pool(), got {type(pool).__name__}")
+    if pool is None:
+        devices = _check_devices(devices)
+    texts, single = _check_texts(sentences)
+    show_progress = encode_kwargs.pop("show_progress_bar", None)
+    if show_progress is None:
+        show_progress = logger.getEffectiveLevel() <= logging.INFO
+    worker_kwargs = {**encode_kwargs, "show_progress_bar": False}
+    # Validates every argument here, in the caller, and is the right answer for no input.
+    empty = model.encode([], **worker_kwargs)
+    if not texts:
+        return empty
+
+    own = pool is None
+    if own:
+        pool = start_pool(model, devices)
+    else:
+        _check_pool_matches(pool, model)
+    try:
+        n_workers = len(pool.devices)
+        if chunk_size is None:
+            chunk_size = max(1, min(math.ceil(len(texts) / n_workers / 10), 5000))
+        chunks = (texts[i:i + chunk_size] for i in range(0, len(texts), chunk_size))
+        progress = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(texts), desc="Batches", unit="text")
+        try:
+            parts = list(pool.imap(chunks, worker_kwargs, progress))
+        finally:
+            if progress is not None:
+                progress.close()
+    finally:
+        if own:
+            pool.close()
+    result = _concat(parts)
+    return result[0] if single else result
