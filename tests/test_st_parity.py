@@ -69,7 +69,7 @@ def _check_same(folder, texts, rel_tol=1e-5, **encode_kwargs):
     st = SentenceTransformer(str(folder), device="cpu")
     ml = minilm.SentenceTransformer(str(folder), device="cpu")
     assert ml.max_seq_length == st.max_seq_length
-    assert ml.get_sentence_embedding_dimension() == st.get_sentence_embedding_dimension()
+    assert ml.get_sentence_embedding_dimension() == st.get_embedding_dimension()
     ref = st.encode(texts, batch_size=7, **encode_kwargs)
     ours = ml.encode(texts, batch_size=7, **encode_kwargs)
     assert ours.shape == ref.shape
