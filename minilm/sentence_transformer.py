@@ -18,13 +18,13 @@ from torch import Tensor, nn
 from . import heads as heads_mod
 from .config import EncoderConfig
 from .hub import resolve_model_path
-from .model import Encoder, VarlenBatch
+from .model import VarlenBatch
 from .outputs import empty_output, feature_dicts, quantized_output
 from .pooling import modes_from_config, pool
 from .quantization import check_precision
 from .similarity import SIMILARITY_FN_NAMES, get_similarity_fn
 from .tokenizer import TextTokenizer, load_tokenizer
-from .weights import load_encoder_weights
+from .weights import load_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -232,11 +232,8 @@ class SentenceTransformer(nn.Module):
         pipe = _read_pipeline(root)
         tdir = pipe.transformer_dir
 
-        cfg = EncoderConfig.from_file(tdir / "config.json")
-        with torch.device("meta"):
-            encoder = Encoder(cfg)
-        load_encoder_weights(encoder, cfg, tdir, self._dtype)
-        self.encoder = encoder.eval()
+        self.encoder = load_encoder(tdir, self._dtype)
+        cfg = self.encoder.config
 
         sbert = _read_json(tdir / "sentence_bert_config.json", "sentence_bert_config.json") \
             if (tdir / "sentence_bert_config.json").is_file() else {}

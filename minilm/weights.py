@@ -231,3 +231,14 @@ def load_encoder_weights(model: nn.Module, cfg: EncoderConfig, folder: Path, dty
     tensors = read_checkpoint(folder)
     state = build_state_dict(model, cfg, tensors, dtype, source=str(folder))
     model.load_state_dict(state, strict=True, assign=True)
+
+
+def load_encoder(folder: Path, dtype: torch.dtype = torch.float32) -> "Encoder":
+    """The encoder described by ``folder/config.json`` with its checkpoint's weights, in eval mode."""
+    from .model import Encoder
+
+    cfg = EncoderConfig.from_file(Path(folder) / "config.json")
+    with torch.device("meta"):  # no memory and no random init for weights about to be replaced
+        enc = Encoder(cfg)
+    load_encoder_weights(enc, cfg, Path(folder), dtype)
+    return enc.eval()

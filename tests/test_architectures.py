@@ -14,8 +14,8 @@ import torch
 
 from conftest import read_scifact, read_sts, save_st_model, widen_weights
 from minilm.config import SUPPORTED_MODEL_TYPES, EncoderConfig
-from minilm.model import Encoder, make_varlen_batch
-from minilm.weights import load_encoder_weights
+from minilm.model import make_varlen_batch
+from minilm.weights import load_encoder
 
 ARCHS = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "mpnet")
 # Usable positions per sequence; each family's position table holds them plus its offset.
@@ -163,14 +163,6 @@ def texts():
     return [s for _, a, b in rows for s in (a, b)] + read_scifact(limit=3) + EDGE_TEXTS
 
 
-def _ours(folder: Path) -> Encoder:
-    cfg = EncoderConfig.from_file(folder / "config.json")
-    with torch.device("meta"):
-        enc = Encoder(cfg)
-    load_encoder_weights(enc, cfg, folder, torch.float32)
-    return enc.eval()
-
-
 def hidden_state_error(folder: Path, texts: list[str]) -> float:
     """Max abs error of our last hidden state against transformers' AutoModel on a padded
     batch (real tokens only), relative to the largest reference value when that exceeds 1."""
@@ -186,7 +178,7 @@ def hidden_state_error(folder: Path, texts: list[str]) -> float:
     with torch.inference_mode():
         kwargs = {"token_type_ids": enc["token_type_ids"]} if "token_type_ids" in enc else {}
         expected = ref(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs).last_hidden_state
-        got = _ours(folder)(make_varlen_batch(ids, position_offset=cfg.position_offset,
+        got = load_encoder(folder)(make_varlen_batch(ids, position_offset=cfg.position_offset,
                                               with_token_types=cfg.type_vocab_size > 0))
     expected = expected[mask]
     assert got.shape == expected.shape

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from conftest import save_random_bert
-from minilm.config import EncoderConfig
-from minilm.model import Encoder, make_varlen_batch
-from minilm.weights import load_encoder_weights
+from minilm.model import make_varlen_batch
+from minilm.weights import load_encoder
 
 TEXTS = [
     "A man is playing a guitar.",
@@ -19,14 +18,6 @@ TEXTS = [
     "Unicode: naïve café — 東京 🚀",
     "",
 ]
-
-
-def _ours(folder: Path) -> Encoder:
-    cfg = EncoderConfig.from_file(folder / "config.json")
-    with torch.device("meta"):
-        enc = Encoder(cfg)
-    load_encoder_weights(enc, cfg, folder, torch.float32)
-    return enc.eval()
 
 
 def _compare(folder: Path, texts: list[str], max_len: int) -> float:
@@ -47,7 +38,7 @@ def _compare(folder: Path, texts: list[str], max_len: int) -> float:
         mask[i, : len(s)] = 1
     with torch.inference_mode():
         expected = ref(input_ids=input_ids, attention_mask=mask).last_hidden_state  # (B, L, H)
-        got = _ours(folder)(make_varlen_batch(ids))  # (total_tokens, H)
+        got = load_encoder(folder)(make_varlen_batch(ids))  # (total_tokens, H)
     expected = expected[mask.bool()]
     assert got.shape == expected.shape
     return (got - expected).abs().max().item()
