@@ -72,21 +72,9 @@ class VarlenBatch:
         return self._pad_index
 
     def length_runs(self) -> list[tuple[int, int, int]]:
-        """Maximal runs of consecutive sequences of equal length, as
-        ``(first_token, num_sequences, length)``. In a length-sorted batch each run is a dense
-        ``(num_sequences, length)`` block of the token layout, so attention over it needs no
-        padding and no mask."""
+        """See :func:`length_runs`; cached per batch."""
         if self._runs is None:
-            runs: list[tuple[int, int, int]] = []
-            start = 0
-            for n in self.seqlens().tolist():
-                if runs and runs[-1][2] == n:
-                    t0, g, _ = runs[-1]
-                    runs[-1] = (t0, g + 1, n)
-                else:
-                    runs.append((start, 1, n))
-                start += n
-            self._runs = runs
+            self._runs = length_runs(self.seqlens().tolist())
         return self._runs
 
     def key_mask(self) -> Tensor:
@@ -97,23 +85,40 @@ class VarlenBatch:
         return self._key_mask
 
 
+def length_runs(seqlens: list[int]) -> list[tuple[int, int, int]]:
+    """Maximal runs of consecutive sequences of equal length, as
+    ``(first_token, num_sequences, length)``. In a length-sorted batch each run is a dense
+    ``(num_sequences, length)`` block of the token layout, so attention over it needs no
+    padding and no mask, and per-sequence reductions need no scatter."""
+    runs: list[tuple[int, int, int]] = []
+    start = 0
+    for n in seqlens:
+        if runs and runs[-1][2] == n:
+            t0, g, _ = runs[-1]
+            runs[-1] = (t0, g + 1, n)
+        else:
+            runs.append((start, 1, n))
+        start += n
+    return runs
+
+
 def make_varlen_batch(sequences: list[list[int]], position_offset: int = 0,
                       type_ids: list[list[int]] | None = None, with_token_types: bool = True) -> VarlenBatch:
-    """Build a :class:`VarlenBatch` on CPU from token-id lists."""
-    lengths = [len(s) for s in sequences]
+    """Build a :class:`VarlenBatch` on CPU from token-id lists; position ids count from
+    ``position_offset`` in every sequence."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int32)
     cu = torch.zeros(len(sequences) + 1, dtype=torch.int32)
-    if lengths:
-        cu[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.int32), 0)
-    flat = [t for s in sequences for t in s]
-    input_ids = torch.tensor(flat, dtype=torch.int64)
-    positions = torch.tensor([p + position_offset for n in lengths for p in range(n)], dtype=torch.int64)
+    torch.cumsum(lengths, 0, out=cu[1:])
+    input_ids = torch.tensor([t for s in sequences for t in s], dtype=torch.int64)
+    starts = torch.repeat_interleave(cu[:-1].long(), lengths.long())  # (total_tokens,) first token of each token's sequence
+    positions = torch.arange(input_ids.numel()) - starts + position_offset
     token_types = None
     if with_token_types:
         if type_ids is None:
             token_types = torch.zeros_like(input_ids)
         else:
             token_types = torch.tensor([t for s in type_ids for t in s], dtype=torch.int64)
-    return VarlenBatch(input_ids, cu, max(lengths, default=0), positions, token_types)
+    return VarlenBatch(input_ids, cu, int(lengths.max()) if len(sequences) else 0, positions, token_types)
 
 
 _ACTIVATIONS = {

@@ -14,6 +14,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from .model import length_runs
+
 # The order legacy ``pooling_mode_*`` flags are concatenated in; a 6.x ``pooling_mode`` list
 # is concatenated in the order it is written.
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
@@ -43,19 +45,6 @@ def modes_from_config(cfg: dict) -> tuple[tuple[str, ...], bool]:
     return modes, bool(cfg.get("include_prompt", True))
 
 
-def _runs(seqlens: list[int]) -> list[tuple[int, int, int]]:
-    """(first_token, num_sequences, length) for each run of consecutive equal lengths."""
-    runs: list[tuple[int, int, int]] = []
-    t = 0
-    for n in seqlens:
-        if runs and runs[-1][2] == n:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1, n)
-        else:
-            runs.append((t, 1, n))
-        t += n
-    return runs
-
-
 def _segment_sum(x: Tensor, seqlens: list[int], acc: torch.dtype, skip: int = 0,
                  weights: Tensor | None = None) -> Tensor:
     """Per-sequence sums of ``x`` (total_tokens, W) over tokens ``skip..n-1`` -> (B, W) in ``acc``.
@@ -67,7 +56,7 @@ def _segment_sum(x: Tensor, seqlens: list[int], acc: torch.dtype, skip: int = 0,
     W = x.shape[1]
     out = x.new_zeros(len(seqlens), W, dtype=acc)
     b = 0
-    for t0, g, n in _runs(seqlens):
+    for t0, g, n in length_runs(seqlens):
         if n > skip:
             block = x[t0:t0 + g * n].view(g, n, W)[:, skip:].to(acc)  # (g, n - skip, W)
             if weights is not None:
@@ -107,7 +96,7 @@ def pool(hidden: Tensor, cu_seqlens: Tensor, modes: Sequence[str], prompt_length
         elif mode == "max":
             m = torch.full((B, H), float("-inf"), device=device, dtype=hidden.dtype)
             b = 0
-            for t0, g, n in _runs(seqlens):
+            for t0, g, n in length_runs(seqlens):
                 if n > prompt_length:
                     m[b:b + g] = hidden[t0:t0 + g * n].view(g, n, H)[:, prompt_length:].amax(1)
                 b += g

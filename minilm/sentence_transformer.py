@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from . import heads as heads_mod
 from .config import EncoderConfig
 from .hub import resolve_model_path
-from .model import VarlenBatch
+from .model import VarlenBatch, make_varlen_batch
 from .outputs import empty_output, feature_dicts, quantized_output
 from .pooling import modes_from_config, pool
 from .quantization import check_precision
@@ -436,17 +436,10 @@ class SentenceTransformer(nn.Module):
             # sequence keeps every batch on the same path, so a text's embedding does not
             # depend on how many tokens share its batch; its outputs are dropped below.
             ids = ids + [[ids[0][0]] * (_MIN_GEMM_ROWS - t_real)]
-        lengths = torch.tensor([len(s) for s in ids], dtype=torch.int32)
-        cu = torch.zeros(len(ids) + 1, dtype=torch.int32)
-        torch.cumsum(lengths, 0, out=cu[1:])
-        flat = torch.tensor([t for s in ids for t in s], dtype=torch.int64)
-        starts = torch.repeat_interleave(cu[:-1].long(), lengths.long())
-        positions = torch.arange(flat.numel()) - starts + self.config.position_offset
-        max_len = int(lengths.max()) if len(ids) else 0
-        if device.type == "cpu":
-            batch = VarlenBatch(flat, cu, max_len, positions, None)
-        else:
-            batch = packed_batch_to(flat, positions, cu, max_len, device, pin=device.type == "cuda")
+        batch = make_varlen_batch(ids, self.config.position_offset, with_token_types=False)
+        if device.type != "cpu":
+            batch = packed_batch_to(batch.input_ids, batch.position_ids, batch.cu_seqlens, batch.max_seqlen,
+                                    device, pin=device.type == "cuda")
         hidden = self.encoder(batch)
         return hidden[:t_real], batch.cu_seqlens[: n_real + 1]
 
