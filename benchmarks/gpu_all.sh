@@ -50,7 +50,7 @@ step bench_attention 120 "$PY" benchmarks/bench_attention.py --dtypes float16 $B
 # End to end: minilm vs sentence-transformers float16 on the same GPU, SciFact + STS-dev.
 if [ -z "$BENCH_ARGS" ]; then
   step bench_encode 200 "$PY" benchmarks/bench_encode.py --device cuda --dtypes float16,bfloat16 \
-    --long-n 2101 --short-n 3000 --repeats 3 --batch-size 64 --out "$LOG_DIR"
+    --long-n 2101 --short-n 3000 --repeats 3 --batch-size 64 --out benchmarks/out
 else
   step bench_encode 200 "$PY" benchmarks/bench_encode.py --device cpu --dtypes float32 \
     --long-n 8 --short-n 64 --repeats 1 --out benchmarks/out
