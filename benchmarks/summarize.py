@@ -17,16 +17,8 @@ OUT = Path(__file__).resolve().parent / "out"
 SUFFIX = "_smoke" if "--smoke" in sys.argv[1:] else ""
 
 
-def _rows(name):
-    path = OUT / f"{name}{SUFFIX}.csv"
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _rows_plain(name):
-    path = OUT / f"{name}.csv"
+def _rows(name, suffix=SUFFIX):
+    path = OUT / f"{name}{suffix}.csv"
     if not path.is_file():
         return []
     with open(path, newline="") as f:
@@ -80,7 +72,7 @@ def main() -> int:
              "" if not flash else ("PASS" if ms <= flash else "MISS"))
         )
     # End to end (bench_encode.py): minilm against sentence-transformers in the same dtype.
-    for row in _rows_plain("encode_cuda") or _rows_plain("encode_cpu"):
+    for row in _rows("encode_cuda", "") or _rows("encode_cpu", ""):  # bench_encode.py has no smoke suffix
         if row["engine"] != "minilm":
             continue
         ratio = _f(row.get("speedup_vs_st_same_dtype"))
