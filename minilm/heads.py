@@ -92,5 +92,3 @@ def load_head(kind: str, folder: Path) -> nn.Module:
         return nn.Identity()  # inference: dropout does nothing
     raise AssertionError(kind)
 
-
-HEAD_KINDS = ("Dense", "Normalize", "Dropout")

@@ -56,11 +56,6 @@ class VarlenBatch:
     def seqlens(self) -> Tensor:
         return (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).long()
 
-    def to(self, device: torch.device | str) -> "VarlenBatch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return VarlenBatch(move(self.input_ids), move(self.cu_seqlens), self.max_seqlen,
-                           move(self.position_ids), move(self.token_type_ids), move(self.attn_bias))
-
     def pad_index(self) -> Tensor:
         """(total_tokens,) int64: row of each token in the padded ``(batch * max_seqlen)`` layout."""
         if self._pad_index is None:
