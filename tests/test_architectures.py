@@ -1,6 +1,7 @@
 """Every supported architecture (BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT, MPNet) against
 transformers (last hidden state) and sentence-transformers (encode), on small random-weight
-models with tokenizers of the model's own family trained offline on our test text."""
+models with tokenizers of the model's own family built offline from our test text; BERT also
+in several shapes and as the real all-MiniLM-L6-v2."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEST_DATA, read_lines, save_st_model, widen_weights
+from conftest import TEST_DATA, compare_encode, read_lines, save_random_bert, save_st_model, widen_weights
 from minilm.config import SUPPORTED_MODEL_TYPES, EncoderConfig
 from minilm.model import make_varlen_batch
 from minilm.weights import load_encoder
@@ -121,8 +122,6 @@ def build_hf(arch: str, folder: Path, real_model_path: Path, seed: int = 0) -> P
 
     torch.manual_seed(seed)
     if arch == "bert":
-        from conftest import save_random_bert
-
         save_random_bert(folder, real_model_path, seed, max_position_embeddings=MAX_LEN, **SMALL)
         _set_model_max_length(folder, MAX_LEN)
         return folder
@@ -183,15 +182,18 @@ def texts():
     return arch_texts()
 
 
-def hidden_state_error(folder: Path, texts: list[str]) -> float:
+def hidden_state_error(folder: Path, texts: list[str], max_len: int | None = None, truncates: bool = True,
+                       relative: bool = True) -> float:
     """Max abs error of our last hidden state against transformers' AutoModel on a padded
-    batch (real tokens only), relative to the largest reference value when that exceeds 1."""
+    batch (real tokens only), relative to the largest reference value when that exceeds 1
+    (``relative``). Texts are cut at ``max_len`` (default: the tokenizer's model_max_length)."""
     from transformers import AutoModel, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(folder))
-    enc = tok(texts, padding=True, truncation=True, return_tensors="pt")
+    max_len = max_len or tok.model_max_length
+    enc = tok(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
     mask = enc["attention_mask"].bool()
-    assert mask.shape[1] == tok.model_max_length  # truncation is exercised
+    assert mask.shape[1] == max_len or not truncates  # truncation is exercised
     ref = AutoModel.from_pretrained(str(folder)).eval()
     cfg = EncoderConfig.from_file(folder / "config.json")
     ids = [row[m].tolist() for row, m in zip(enc["input_ids"], mask)]
@@ -202,27 +204,42 @@ def hidden_state_error(folder: Path, texts: list[str]) -> float:
                                               with_token_types=cfg.type_vocab_size > 0))
     expected = expected[mask]
     assert got.shape == expected.shape
-    return (got - expected).abs().max().item() / max(1.0, expected.abs().max().item())
+    err = (got - expected).abs().max().item()
+    return err / max(1.0, expected.abs().max().item()) if relative else err
 
 
 def encode_error(folder: Path, texts: list[str], **encode_kwargs) -> float:
     """Max abs error of minilm's encode against sentence-transformers', relative to the largest output."""
-    import minilm
-    from sentence_transformers import SentenceTransformer
-
-    st = SentenceTransformer(str(folder), device="cpu")
-    ml = minilm.SentenceTransformer(str(folder), device="cpu")
-    assert ml.max_seq_length == st.max_seq_length
-    assert ml.get_sentence_embedding_dimension() == st.get_embedding_dimension()
-    ref = st.encode(texts, batch_size=9, **encode_kwargs)
-    ours = ml.encode(texts, batch_size=9, **encode_kwargs)
-    assert ours.shape == ref.shape and ours.dtype == np.float32
-    return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-12))
+    return compare_encode(folder, texts, batch_size=9, **encode_kwargs)[0]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_hidden_states_match_transformers(hf_folders, texts, arch):
     err = hidden_state_error(hf_folders[arch], texts)
+    assert err <= 1e-5, err
+
+
+# BERT shapes: head counts and widths, short and long position tables, eps, one token type.
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(hidden_size=64, num_attention_heads=4, num_hidden_layers=2, intermediate_size=128, max_position_embeddings=64),
+        dict(hidden_size=96, num_attention_heads=3, num_hidden_layers=3, intermediate_size=200, max_position_embeddings=40),
+        dict(hidden_size=128, num_attention_heads=8, num_hidden_layers=1, intermediate_size=512, max_position_embeddings=512),
+        dict(hidden_size=48, num_attention_heads=1, num_hidden_layers=2, intermediate_size=96, max_position_embeddings=128,
+             type_vocab_size=1, layer_norm_eps=1e-5),
+    ],
+    ids=["h64-4heads", "h96-3heads-pos40", "h128-8heads-pos512", "h48-1head-eps1e-5"],
+)
+def test_bert_configs_hidden_states_match_transformers(tmp_path, real_model_path, texts, config):
+    folder = save_random_bert(tmp_path / "bert", real_model_path, **config)
+    n = config["max_position_embeddings"]
+    err = hidden_state_error(folder, texts, max_len=n, truncates=n < 300, relative=False)
+    assert err <= 1e-5, err
+
+
+def test_real_minilm_hidden_states_match_transformers(real_model_path, texts, sentences, paragraphs):
+    err = hidden_state_error(real_model_path, texts + sentences[32:56] + paragraphs[-2:], max_len=256, relative=False)
     assert err <= 1e-5, err
 
 

@@ -7,18 +7,14 @@ import pytest
 import torch
 
 import minilm
+from conftest import cosines
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
-def _cos(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 @pytest.fixture(scope="module")
-def texts(sts_sentences, scifact_texts):
-    return sts_sentences[:500] + scifact_texts
+def texts(sentences, paragraphs):
+    return sentences[:500] + paragraphs
 
 
 def test_cuda_float32_matches_cpu_and_sentence_transformers(real_model_path, ml_real, texts):
@@ -27,9 +23,9 @@ def test_cuda_float32_matches_cpu_and_sentence_transformers(real_model_path, ml_
     gpu = minilm.SentenceTransformer(str(real_model_path), device="cuda", dtype=torch.float32)
     assert gpu.encoder.layers[0].use_triton
     got = gpu.encode(texts, batch_size=64)
-    assert _cos(got, ml_real.encode(texts, batch_size=64)).min() >= 0.99999
+    assert cosines(got, ml_real.encode(texts, batch_size=64)).min() >= 0.99999
     st = SentenceTransformer(str(real_model_path), device="cuda")
-    assert _cos(got, st.encode(texts, batch_size=64)).min() >= 0.99999
+    assert cosines(got, st.encode(texts, batch_size=64)).min() >= 0.99999
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -37,7 +33,7 @@ def test_cuda_half_precision_close_to_float32(real_model_path, ml_real, texts, d
     gpu = minilm.SentenceTransformer(str(real_model_path), device="cuda", dtype=dtype)
     got = gpu.encode(texts, batch_size=64)
     assert got.dtype == (np.float16 if dtype == torch.float16 else np.float32)
-    cos = _cos(got, ml_real.encode(texts, batch_size=64))
+    cos = cosines(got, ml_real.encode(texts, batch_size=64))
     assert cos.min() >= (0.999 if dtype == torch.float16 else 0.995), cos.min()
 
 

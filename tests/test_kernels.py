@@ -376,14 +376,44 @@ def test_bias_gelu(shape, dtype):
 # ---------------------------------------------------------------------------- backends
 
 
+class _KernelLaunched(Exception):
+    pass
+
+
+class _ForbiddenKernel:
+    """Stands in for a @triton.jit kernel: launching it (kernel[grid](...)) raises."""
+
+    def __getitem__(self, grid):
+        raise _KernelLaunched(grid)
+
+
 def test_auto_backend_on_cpu_uses_reference(monkeypatch):
     lengths = [3, 4]
+    torch.manual_seed(0)
     hidden = torch.randn(7, 16)
     cu = cu_from_lengths(lengths, device="cpu")
     pooling = importlib.import_module("minilm.kernels.pooling")
-    monkeypatch.setattr(pooling, "_varlen_mean_pool_kernel", None, raising=False)  # must not be touched
+    ref_calls = []
+    ref = pooling.varlen_mean_pool_ref
+    monkeypatch.setattr(pooling, "varlen_mean_pool_ref", lambda *a, **k: ref_calls.append(1) or ref(*a, **k))
+    monkeypatch.setattr(pooling, "_varlen_mean_pool_kernel", _ForbiddenKernel())  # exists: triton is imported
     out = K.varlen_mean_pool(hidden, cu)
-    torch.testing.assert_close(out, K.varlen_mean_pool_ref(hidden, cu))
+    assert ref_calls == [1]
+    torch.testing.assert_close(out.double(), pooled_formula(hidden, lengths), atol=1e-6, rtol=1e-6)
+    if INTERPRET:  # the same tensors with backend="triton" do reach the kernel: the stand-in is live
+        with pytest.raises(_KernelLaunched):
+            K.varlen_mean_pool(hidden, cu, backend="triton")
+
+
+def test_auto_backend_picks_triton_for_cuda_tensors_only():
+    class CudaLike:  # resolve_backend only asks where a tensor lives
+        is_cuda = True
+
+    cpu = torch.zeros(1)
+    assert _utils.resolve_backend("auto", CudaLike(), CudaLike(), None) == "triton"
+    assert _utils.resolve_backend("auto", cpu) == "torch"
+    assert _utils.resolve_backend("auto", CudaLike(), cpu) == "torch"  # mixed devices: the launcher reports it
+    assert _utils.resolve_backend("torch", CudaLike()) == "torch"
 
 
 def test_torch_backend_matches_formulas_on_cpu():

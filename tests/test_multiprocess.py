@@ -38,8 +38,8 @@ def _children() -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def sts_reference(ml_real, sts_sentences):
-    return ml_real.encode(sts_sentences, batch_size=32)
+def reference(ml_real, sentences):
+    return ml_real.encode(sentences, batch_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -52,28 +52,28 @@ def pool(ml_real):
     assert _children() <= before
 
 
-def test_pool_matches_single_process(ml_real, pool, sts_sentences, sts_reference):
+def test_pool_matches_single_process(ml_real, pool, sentences, reference):
     assert isinstance(pool, MultiProcessPool) and len(pool["processes"]) == 2
     # CPU workers split the cores rather than each taking all of them.
     assert pool.threads == max(1, minilm.multiprocess.available_cores() // 2)
     t0 = time.perf_counter()
-    out = ml_real.encode(sts_sentences, pool=pool, batch_size=32)
+    out = ml_real.encode(sentences, pool=pool, batch_size=32)
     elapsed = time.perf_counter() - t0
-    assert out.shape == sts_reference.shape and out.dtype == np.float32
+    assert out.shape == reference.shape and out.dtype == np.float32
     # Same order, same bits: the CPU path is batch invariant, so chunking across workers changes nothing.
-    np.testing.assert_array_equal(out, sts_reference)
-    print(f"pool encode of {len(sts_sentences)} sentences: {elapsed:.1f} s")
+    np.testing.assert_array_equal(out, reference)
+    print(f"pool encode of {len(sentences)} sentences: {elapsed:.1f} s")
 
     # The other output forms, a single str, a chunk size and generators behave as in one process.
-    few = sts_sentences[:37]
+    few = sentences[:37]
     t = ml_real.encode(few, pool=pool, convert_to_tensor=True, chunk_size=5)
     assert isinstance(t, torch.Tensor) and t.device.type == "cpu"
-    np.testing.assert_array_equal(t.numpy(), sts_reference[:37])
+    np.testing.assert_array_equal(t.numpy(), reference[:37])
     lst = ml_real.encode(few, pool=pool, convert_to_numpy=False, chunk_size=8)
     assert isinstance(lst, list) and len(lst) == 37
-    np.testing.assert_array_equal(torch.stack(lst).numpy(), sts_reference[:37])
-    np.testing.assert_array_equal(ml_real.encode(few[3], pool=pool), sts_reference[3])
-    np.testing.assert_array_equal(ml_real.encode((s for s in few), pool=pool), sts_reference[:37])
+    np.testing.assert_array_equal(torch.stack(lst).numpy(), reference[:37])
+    np.testing.assert_array_equal(ml_real.encode(few[3], pool=pool), reference[3])
+    np.testing.assert_array_equal(ml_real.encode((s for s in few), pool=pool), reference[:37])
     norm = ml_real.encode(few, pool=pool, normalize_embeddings=True, truncate_dim=64)
     np.testing.assert_array_equal(norm, ml_real.encode(few, normalize_embeddings=True, truncate_dim=64))
     tok = ml_real.encode(few[:4], pool=pool, output_value="token_embeddings")
@@ -82,9 +82,9 @@ def test_pool_matches_single_process(ml_real, pool, sts_sentences, sts_reference
     assert ml_real.encode([], pool=pool).shape == (0,)
 
     # encode_iter over a generator, through the pool, in order.
-    chunks = list(ml_real.encode_iter((s for s in sts_sentences[:500]), chunk_size=64, pool=pool))
+    chunks = list(ml_real.encode_iter((s for s in sentences[:500]), chunk_size=64, pool=pool))
     assert [len(c) for c in chunks] == [64] * 7 + [52]
-    np.testing.assert_array_equal(np.concatenate(chunks), sts_reference[:500])
+    np.testing.assert_array_equal(np.concatenate(chunks), reference[:500])
 
 
 def test_pool_argument_errors_are_raised_in_the_caller(ml_real, pool):
@@ -100,11 +100,11 @@ def test_pool_argument_errors_are_raised_in_the_caller(ml_real, pool):
         ml_real.start_multi_process_pool("cpu")
 
 
-def test_worker_exception_names_worker_and_cause_and_pool_survives(ml_real, pool, sts_reference, sts_sentences):
+def test_worker_exception_names_worker_and_cause_and_pool_survives(ml_real, pool, reference, sentences):
     # An argument only the worker's encode() rejects; the caller-side checks cannot see it.
     with pytest.raises(RuntimeError, match=r"worker \d \(pid \d+, device cpu\) failed on chunk 0.*TypeError"):
         list(pool.imap([["some text"]], {"no_such_argument": 1}))
-    np.testing.assert_array_equal(ml_real.encode(sts_sentences[:10], pool=pool), sts_reference[:10])
+    np.testing.assert_array_equal(ml_real.encode(sentences[:10], pool=pool), reference[:10])
 
 
 def test_settings_changed_after_start_are_refused(real_model_path, pool):
@@ -114,10 +114,10 @@ def test_settings_changed_after_start_are_refused(real_model_path, pool):
         other.encode(["a"], pool=pool)
 
 
-def test_killed_worker_raises_quickly_and_leaves_no_orphans(ml_real, sts_sentences):
+def test_killed_worker_raises_quickly_and_leaves_no_orphans(ml_real, sentences):
     before = _children()
     p = ml_real.start_multi_process_pool(["cpu", "cpu"])
-    ml_real.encode(sts_sentences[:8], pool=p)  # both workers loaded (or at least one; fine either way)
+    ml_real.encode(sentences[:8], pool=p)  # both workers loaded (or at least one; fine either way)
     victim = p["processes"][1]
     killed_at: list[float] = []
 
@@ -128,7 +128,7 @@ def test_killed_worker_raises_quickly_and_leaves_no_orphans(ml_real, sts_sentenc
 
     threading.Thread(target=kill, daemon=True).start()
     with pytest.raises(RuntimeError, match=r"worker 1 \(pid \d+, device cpu\) died unexpectedly \(killed by SIGKILL\)"):
-        ml_real.encode(sts_sentences, pool=p, chunk_size=50)
+        ml_real.encode(sentences * 10, pool=p, chunk_size=50)  # outlasts the 1 s before the kill
     assert killed_at, "encode finished before the worker was killed"
     assert time.monotonic() - killed_at[0] < 10.0
     # The pool took itself down: no worker survives, and the pool refuses further work.
@@ -152,8 +152,8 @@ def test_worker_that_cannot_load_the_model_is_reported(ml_real, tmp_path):
     bad.close()
 
 
-def test_device_list_uses_a_temporary_pool(ml_real, sts_sentences, sts_reference):
+def test_device_list_uses_a_temporary_pool(ml_real, sentences, reference):
     before = _children()
-    out = ml_real.encode(sts_sentences[:64], device=["cpu", "cpu"])
-    np.testing.assert_array_equal(out, sts_reference[:64])
+    out = ml_real.encode(sentences[:64], device=["cpu", "cpu"])
+    np.testing.assert_array_equal(out, reference[:64])
     assert _children() <= before

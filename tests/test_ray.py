@@ -10,9 +10,9 @@ import pytest
 from minilm.ray import Embedder
 
 
-def test_embedder_without_ray(ml_real, real_model_path, sts_sentences):
+def test_embedder_without_ray(ml_real, real_model_path, sentences):
     """The class on its own, as map_batches calls it: numpy and pandas batches."""
-    texts = sts_sentences[:20]
+    texts = sentences[:20]
     emb = Embedder(str(real_model_path), device="cpu", embedding_column="vec")
     out = emb({"text": np.array(texts, dtype=object), "id": np.arange(20)})
     np.testing.assert_array_equal(out["vec"], ml_real.encode(texts))
@@ -27,9 +27,9 @@ def test_embedder_without_ray(ml_real, real_model_path, sts_sentences):
     np.testing.assert_array_equal(np.stack(df["vec"].to_list()), ml_real.encode(texts))
 
 
-def test_ray_data_map_batches_matches_encode(ml_real, real_model_path, sts_sentences):
+def test_ray_data_map_batches_matches_encode(ml_real, real_model_path, sentences):
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'minilm[ray]'")
-    texts = sts_sentences[:2000]
+    texts = sentences[:2000]
     ref = ml_real.encode(texts)
     t0 = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import minilm
 from conftest import save_random_bert, save_st_model
@@ -23,7 +22,7 @@ pytestmark = pytest.mark.skipif(not _interpreter_ready(), reason="needs triton w
 
 
 @pytest.mark.parametrize("include_prompt", [True, False])
-def test_triton_route_matches_torch_route(tmp_path, monkeypatch, real_model_path, sts_sentences, scifact_texts,
+def test_triton_route_matches_torch_route(tmp_path, monkeypatch, real_model_path, sentences, paragraphs,
                                          include_prompt):
     import minilm.kernels.attention as ka
     import minilm.kernels.layernorm as kl
@@ -49,7 +48,7 @@ def test_triton_route_matches_torch_route(tmp_path, monkeypatch, real_model_path
                           num_hidden_layers=2, intermediate_size=96, max_position_embeddings=80)
     folder = save_st_model(tmp_path / "st", hf, include_prompt=include_prompt, prompts={"q": "query: "})
     m = minilm.SentenceTransformer(str(folder), device="cpu")
-    texts = sts_sentences[:9] + scifact_texts[:2] + ["x"]
+    texts = sentences[:9] + paragraphs[:2] + ["x"]
     ref = m.encode(texts, batch_size=4, prompt_name="q")
     m.encoder.set_triton(True)  # what moving to CUDA does
     try:

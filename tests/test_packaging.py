@@ -1,51 +1,16 @@
-"""The ``minilm encode`` command and how the package (with minilm.kernels) installs."""
+"""How the package installs: kernels/ becomes minilm.kernels, never a top-level `kernels` module."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-import numpy as np
-
 import minilm
-from conftest import REPO
+from conftest import OFFLINE_ENV, REPO
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-
-def _run(args, **kw):
-    return subprocess.run([sys.executable, "-m", "minilm.cli", *args], capture_output=True, text=True,
-                          env=ENV, timeout=300, **kw)
-
-
-def test_cli_encode_arguments_file_and_stdin(tmp_path, ml_real):
-    texts = ["A man is playing a guitar.", "A woman slices an onion."]
-    r = _run(["encode", *texts])
-    assert r.returncode == 0, r.stderr
-    assert "embedded 2 texts -> (2, 384) float32" in r.stdout
-
-    f = tmp_path / "in.txt"
-    f.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    out = tmp_path / "emb.npy"
-    r = _run(["encode", "--file", str(f), "--output", str(out)])
-    assert r.returncode == 0, r.stderr
-    np.testing.assert_allclose(np.load(out), ml_real.encode(texts), atol=1e-6)
-
-    out2 = tmp_path / "emb2.npy"
-    r = _run(["encode", "-o", str(out2), "--normalize"], input="\n".join(texts))
-    assert r.returncode == 0, r.stderr
-    np.testing.assert_allclose(np.load(out2), ml_real.encode(texts, normalize_embeddings=True), atol=1e-6)
-
-
-def test_cli_errors_are_clear(tmp_path):
-    r = _run(["encode", "--model", str(tmp_path / "missing"), "hello"])
-    assert r.returncode == 2 and "does not exist" in r.stderr
-    r = _run(["encode", "--prompt-name", "nope", "hello"])
-    assert r.returncode == 2 and "Prompt name 'nope' not found" in r.stderr
-
+ENV = OFFLINE_ENV
 
 def test_kernels_import_from_a_plain_checkout():
     # No install involved: only the repository root on sys.path.
@@ -60,11 +25,28 @@ def test_kernels_import_from_a_plain_checkout():
     assert triton_loaded == "False"  # importing minilm never imports Triton
 
 
-def test_kernels_package_in_this_environment():
-    import minilm.kernels
-
-    assert minilm.kernels.__name__ == "minilm.kernels"
-    assert Path(minilm.kernels.__file__).name == "__init__.py"
+def test_minilm_kernels_maps_onto_kernels_and_transformers_sees_no_kernels_module():
+    """However minilm is installed here (editable, wheel, or a checkout on PYTHONPATH), its
+    kernels are the repository's kernels/ folder under the name minilm.kernels, and a process
+    that imports minilm exposes no top-level `kernels`, which transformers would take for the
+    PyPI package of that name."""
+    code = ("import importlib.util, sys, minilm, minilm.kernels\n"
+            "from transformers.utils.import_utils import is_kernels_available\n"
+            "spec = importlib.util.find_spec('kernels')\n"
+            "print(minilm.kernels.__file__)\n"
+            "print(spec.origin if spec else None)\n"
+            "print('kernels' in sys.modules, is_kernels_available())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/", env=ENV)
+    assert r.returncode == 0, r.stderr
+    kfile, origin, flags = r.stdout.strip().splitlines()
+    ours = (Path(minilm.__file__).parent / "kernels", REPO / "kernels")
+    assert Path(kfile).resolve().parent in {p.resolve() for p in ours}, kfile
+    # A PyPI `kernels` package may be installed; ours must never be what `import kernels` finds.
+    assert origin == "None" or Path(origin).resolve().parent not in {p.resolve() for p in ours}, origin
+    loaded, available = flags.split()
+    assert loaded == "False"
+    if origin == "None":
+        assert available == "False"
 
 
 def test_wheel_installs_kernels_as_minilm_kernels(tmp_path):
@@ -82,3 +64,4 @@ def test_wheel_installs_kernels_as_minilm_kernels(tmp_path):
                        env={**ENV, "PYTHONPATH": str(site)})
     assert r.returncode == 0, r.stderr
     assert Path(r.stdout.strip()) == site / "minilm" / "kernels" / "__init__.py"
+
