@@ -7,6 +7,7 @@ Writes a CSV and, if matplotlib is importable, a PNG chart.
 
     python benchmarks/bench_encode.py                          # CPU, float32 + bfloat16
     python benchmarks/bench_encode.py --device cuda --dtypes float16 --long-n 2101
+    python benchmarks/bench_encode.py --smoke --out /tmp/o   # seconds on CPU, the repository's own text
 """
 
 from __future__ import annotations
@@ -69,6 +70,13 @@ def load_long(n: int) -> list[str]:
             if len(out) >= n:
                 break
     return out
+
+
+def load_smoke(n_short: int, n_long: int) -> tuple[list[str], None, list[str]]:
+    """The test suite's own text (tests/data), so a smoke run needs no ../shared/data."""
+    data = REPO / "tests" / "data"
+    short = (data / "sentences.txt").read_text(encoding="utf-8").splitlines()[:n_short]
+    return short, None, (data / "paragraphs.txt").read_text(encoding="utf-8").splitlines()[:n_long]
 
 
 def default_model() -> str:
@@ -170,7 +178,11 @@ def main(argv=None) -> int:
     ap.add_argument("--max-batch-tokens", type=int, default=None, help="minilm token budget (default: its own)")
     ap.add_argument("--model", default=None)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
+    ap.add_argument("--smoke", action="store_true",
+                    help="check the script in seconds: CPU, float32, 32 short and 4 long texts of tests/data, 1 repeat")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.device, args.dtypes, args.short_n, args.long_n, args.repeats = "cpu", "float32", 32, 4, 1
 
     from sentence_transformers import SentenceTransformer as STModel
     import sentence_transformers
@@ -179,8 +191,11 @@ def main(argv=None) -> int:
     dev = args.device
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    short, gold = load_short(args.short_n)
-    workloads = {"short": short, "long": load_long(args.long_n)}
+    if args.smoke:
+        short, gold, long = load_smoke(args.short_n, args.long_n)
+    else:
+        (short, gold), long = load_short(args.short_n), load_long(args.long_n)
+    workloads = {"short": short, "long": long}
     workloads = {k: v for k, v in workloads.items() if k in args.workloads.split(",")}
 
     print(f"# bench_encode  model={model_path}  device={dev}  hardware: {hardware(dev)}")
@@ -219,7 +234,8 @@ def main(argv=None) -> int:
                 secs = min(s for s, _ in res[name])
                 peak = max(m for _, m in res[name])
                 cos = cosines(outs[name], ref32[wname])
-                sp = spearman(cosines(outs[name][0::2], outs[name][1::2]), gold) if wname == "short" else float("nan")
+                sp = (spearman(cosines(outs[name][0::2], outs[name][1::2]), gold)
+                      if wname == "short" and gold is not None else float("nan"))
                 rows.append(dict(engine=name, dtype=dname, workload=wname, texts=len(texts), tokens=ntok,
                                  seconds=round(secs, 4), texts_per_s=round(len(texts) / secs, 1),
                                  tokens_per_s=round(ntok / secs), peak_mem_mb=round(peak / 2**20, 1),

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CARRY_DIR, DEFAULT_ABSTRACTS, scifact_token_lengths  # noqa: E402
+from _common import CARRY_DIR, DEFAULT_ABSTRACTS, REPO, scifact_token_lengths  # noqa: E402
 
 
 def write_fp16_model(dst: Path) -> None:
@@ -46,9 +46,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--abstracts", type=Path, default=DEFAULT_ABSTRACTS)
     parser.add_argument("--out", type=Path, default=CARRY_DIR)
+    parser.add_argument("--smoke", action="store_true",
+                        help="check the script without ../shared/data: the paragraphs of tests/data stand in for "
+                             "the abstracts and no STS file is copied (pass --out elsewhere than .gpu_carry)")
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.smoke:
+        paragraphs = (REPO / "tests" / "data" / "paragraphs.txt").read_text(encoding="utf-8").splitlines()
+        args.abstracts = args.out / "smoke_abstracts.jsonl"
+        args.abstracts.write_text("".join(json.dumps({"doc_id": i, "text": t}) + "\n" for i, t in enumerate(paragraphs)),
+                                  encoding="utf-8")
     full = scifact_token_lengths(args.abstracts)
     payload = {
         "source": str(args.abstracts),
@@ -58,8 +66,9 @@ def main(argv=None) -> int:
         "max512": [min(n, 512) for n in full],
     }
     (args.out / "scifact_lengths.json").write_text(json.dumps(payload))
-    shutil.copyfile(args.abstracts, args.out / "scifact_abstracts.jsonl")
-    shutil.copyfile(args.abstracts.parent / "sts-dev.tsv", args.out / "sts-dev.tsv")
+    if not args.smoke:
+        shutil.copyfile(args.abstracts, args.out / "scifact_abstracts.jsonl")
+        shutil.copyfile(args.abstracts.parent / "sts-dev.tsv", args.out / "sts-dev.tsv")
     write_fp16_model(args.out / "all-MiniLM-L6-v2-fp16")
     n = len(full)
     print(

