@@ -116,7 +116,11 @@ def test_real_model_falls_back_to_the_carried_fp16_copy(tmp_path, monkeypatch):
     carried.mkdir(parents=True)
     (carried / "config.json").write_text("{}")
     (carried / "model.safetensors").write_bytes(b"")
-    assert find_real_model(carried=carried) == carried
+    try:
+        found = find_real_model(carried=carried)
+    except pytest.skip.Exception as e:  # a skip here would hide the missing fallback
+        pytest.fail(f"skipped instead of falling back to {carried}: {e}")
+    assert found == carried
 
 
 def test_real_model_missing_everywhere_skips_with_both_remedies(tmp_path, monkeypatch):

@@ -54,7 +54,10 @@ def test_padding_and_truncation_baked_into_tokenizer_json_are_ignored(real_model
     raw["padding"] = {"strategy": {"Fixed": 300}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0,
                       "pad_type_id": 0, "pad_token": "[PAD]"}
     (folder / "tokenizer.json").write_text(json.dumps(raw), encoding="utf-8")
-    ours = TextTokenizer(load_tokenizer(folder), 64).encode(["a b", paragraphs[0]])
+    base = load_tokenizer(folder)
+    assert base.truncation is None and base.padding is None
+    assert len(base.encode(paragraphs[0]).ids) > 64
+    ours = TextTokenizer(base, 64).encode(["a b", paragraphs[0]])
     assert [len(x) for x in ours] == [4, 64]
 
 
