@@ -60,8 +60,11 @@ class VarlenBatch:
         """(total_tokens,) int64: row of each token in the padded ``(batch * max_seqlen)`` layout."""
         if self._pad_index is None:
             seqlens = self.seqlens()
-            starts = torch.repeat_interleave(self.cu_seqlens[:-1].long(), seqlens)
-            seq_ids = torch.repeat_interleave(torch.arange(self.batch_size, device=seqlens.device), seqlens)
+            # output_size: without it repeat_interleave reads the lengths back (a host sync).
+            T = self.total_tokens
+            starts = torch.repeat_interleave(self.cu_seqlens[:-1].long(), seqlens, output_size=T)
+            seq_ids = torch.repeat_interleave(torch.arange(self.batch_size, device=seqlens.device), seqlens,
+                                              output_size=T)
             pos = torch.arange(self.total_tokens, device=seqlens.device) - starts
             self._pad_index = seq_ids * self.max_seqlen + pos
         return self._pad_index
@@ -213,8 +216,10 @@ def padded_sdpa(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None) 
     """
     T, _, nh, hd = qkv.shape
     B, L = batch.batch_size, batch.max_seqlen
-    if B == 1 or bool((batch.seqlens() == L).all()):
-        # Every sequence is full length: the padded layout is a plain view, no mask needed.
+    if B * L == T:
+        # Every sequence is full length (no sequence exceeds L, so only then do they fill
+        # B * L): the padded layout is a plain view, no mask needed. Decided from host ints;
+        # reading the lengths would sync the GPU.
         q, k, v = qkv.view(B, L, 3, nh, hd).permute(2, 0, 3, 1, 4)  # each (B, heads, L, head_dim)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return o.transpose(1, 2).reshape(T, nh, hd)
