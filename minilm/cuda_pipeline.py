@@ -31,7 +31,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from itertools import chain
-from typing import Callable, Optional, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -419,19 +420,47 @@ class CudaPipeline:
             out.index_copy_(0, rows[:hb.num_seqs].long(), emb)
         return HostCopy(out)
 
-    def encode_ids(self, ids: Sequence[Sequence[int]], chunk_size: int = 16384, batch_size: int = 32) -> np.ndarray:
-        """All of ``ids`` -> (N, D) numpy, chunk by chunk with the copy of chunk k-1 waited
-        on only after chunk k is queued."""
-        parts: list[Tensor] = []
+    def embed_chunks(self, chunks: Iterable[Sequence[Sequence[int]]], batch_size: int = 32) -> Iterator[Tensor]:
+        """Host embeddings per chunk, in order; chunk k-1's copy is waited on only after
+        chunk k is queued, so the copy overlaps chunk k's forward."""
         pending: Optional[HostCopy] = None
-        for s in range(0, len(ids), chunk_size):
-            nxt = self.embed_chunk(ids[s:s + chunk_size], batch_size)
+        for ids in chunks:
+            nxt = self.embed_chunk(ids, batch_size)
             if pending is not None:
-                parts.append(pending.wait())
+                yield pending.wait()
             pending = nxt
         if pending is not None:
-            parts.append(pending.wait())
+            yield pending.wait()
+
+    def encode_ids(self, ids: Sequence[Sequence[int]], chunk_size: int = 16384, batch_size: int = 32) -> np.ndarray:
+        """Pre-tokenized ``ids`` -> (N, D) numpy."""
+        chunks = (ids[s:s + chunk_size] for s in range(0, len(ids), chunk_size))
+        return self._collect(self.embed_chunks(chunks, batch_size))
+
+    def encode_texts(self, texts: Sequence[str], tokenize: Callable[[Sequence[str]], list],
+                     chunk_size: int = 8192, batch_size: int = 32) -> np.ndarray:
+        """``texts`` -> (N, D) numpy, tokenizing chunk k+1 on a worker thread (the tokenizers
+        library releases the GIL) while chunk k is assembled and run."""
+        return self._collect(self.embed_chunks(prefetched(tokenize, texts, chunk_size), batch_size))
+
+    def _collect(self, parts: Iterable[Tensor]) -> np.ndarray:
+        parts = list(parts)
         if not parts:
             return np.empty((0, self.dim), dtype=np.float32)
         out = torch.cat(parts)
         return (out.float() if out.dtype == torch.bfloat16 else out).numpy()
+
+
+def prefetched(fn: Callable[[Sequence], object], items: Sequence, size: int) -> Iterator:
+    """``fn(items[i:i + size])`` chunk by chunk, computing the next chunk on a worker thread
+    while the caller works on the current one."""
+    if len(items) <= size:
+        if len(items):
+            yield fn(items)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="minilm-tokenize") as pool:
+        pending = pool.submit(fn, items[:size])
+        for s in range(size, len(items) + size, size):
+            cur = pending.result()
+            pending = pool.submit(fn, items[s:s + size]) if s < len(items) else None
+            yield cur

@@ -348,6 +348,21 @@ def test_host_copy_on_cpu_is_the_tensor():
     assert cp.HostCopy(t).wait() is t
 
 
+@pytest.mark.parametrize("n,size", [(0, 4), (3, 4), (4, 4), (10, 4), (12, 4)])
+def test_prefetched_chunks_in_order(n, size):
+    seen = []
+
+    def fn(chunk):
+        seen.append(threading.current_thread().name)
+        return [x * 2 for x in chunk]
+
+    items = list(range(n))
+    got = list(cp.prefetched(fn, items, size))
+    assert got == [[x * 2 for x in items[s:s + size]] for s in range(0, n, size)]
+    if n > size:
+        assert all(t.startswith("minilm-tokenize") for t in seen)
+
+
 @pytest.mark.parametrize("triton_route", [False, pytest.param(True, marks=needs_interpreter)])
 def test_pipeline_matches_sentence_transformers(tiny_model, sts_sentences, triton_route):
     from sentence_transformers import SentenceTransformer
@@ -359,7 +374,7 @@ def test_pipeline_matches_sentence_transformers(tiny_model, sts_sentences, trito
         pipe = cp.CudaPipeline(tiny_model, max_tokens=256)
         ids = tiny_model.tokenizer.encode(texts)
         got = pipe.encode_ids(ids, chunk_size=25, batch_size=4)
-        again = pipe.encode_ids(ids[::-1], chunk_size=7, batch_size=1)[::-1]
+        again = pipe.encode_texts(texts[::-1], tiny_model.tokenizer.encode, chunk_size=7, batch_size=1)[::-1]
     cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
     assert cos.min() >= 0.99999
     assert np.array_equal(got, again)  # other chunks, batches and neighbours: same bits
