@@ -390,9 +390,10 @@ class CudaPipeline:
     Per chunk: plan by token budget, assemble each batch into a pinned ring slot, copy it in
     one go, run it (graph or eager), scatter the real rows into the chunk's device output
     with device-side row indices (no ``torch.tensor(idx, device=...)``, which would block),
-    then start the chunk's device-to-host copy and return it unwaited. The caller waits on
-    chunk k-1 after queuing chunk k, so the copy overlaps chunk k's forward; tokenizing chunk
-    k+1 on a worker thread (as ``_iter_chunks`` does) overlaps it too.
+    then start the chunk's device-to-host copy and return it unwaited. :meth:`embed_chunks`
+    waits on chunk k-1 after queuing chunk k, so the copy overlaps chunk k's forward;
+    :meth:`encode_texts` also tokenizes chunk k+1 on a worker thread meanwhile.
+    ``truncate_dim`` is the effective one (the caller resolves the model's default).
     """
 
     def __init__(self, model, *, prompt_length: int = 0, truncate_dim: Optional[int] = None,
@@ -400,7 +401,6 @@ class CudaPipeline:
         self.model = model
         self.device = model.device
         fn, capturable = sentence_forward(model, prompt_length, truncate_dim, normalize)
-        self.dim = truncate_dim or model.get_sentence_embedding_dimension()
         self.max_tokens = max_tokens or DEFAULT_TOKEN_BUDGET
         self.graphed = use_graphs and capturable
         self.buckets = ShapeBuckets(max_seqlen_cap=model.max_seq_length) if self.graphed else None
@@ -410,15 +410,17 @@ class CudaPipeline:
     def embed_chunk(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> HostCopy:
         """(n, D) embeddings of ``ids`` in input order, as a :class:`HostCopy` in flight."""
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        out = torch.empty(len(ids), self.dim, dtype=self.model.dtype, device=self.device)
+        out = None
         offset = self.model.config.position_offset
         for order in plan_token_budget(lengths, batch_size, self.max_tokens):
             hb = self.assembler.assemble(ids, order, offset, self.buckets)
             emb, packed = self.runner(hb, self.assembler)
+            if out is None:
+                out = emb.new_empty(len(ids), emb.shape[1])
             # Row indices come with the batch's one packed copy: no extra transfer, no wait.
             _, rows = batch_from_packed(packed, hb.shape)
             out.index_copy_(0, rows[:hb.num_seqs].long(), emb)
-        return HostCopy(out)
+        return HostCopy(out if out is not None else torch.empty(0, 0, device=self.device))
 
     def embed_chunks(self, chunks: Iterable[Sequence[Sequence[int]]], batch_size: int = 32) -> Iterator[Tensor]:
         """Host embeddings per chunk, in order; chunk k-1's copy is waited on only after
@@ -444,9 +446,9 @@ class CudaPipeline:
         return self._collect(self.embed_chunks(prefetched(tokenize, texts, chunk_size), batch_size))
 
     def _collect(self, parts: Iterable[Tensor]) -> np.ndarray:
-        parts = list(parts)
+        parts = [p for p in parts if p.numel()]
         if not parts:
-            return np.empty((0, self.dim), dtype=np.float32)
+            return np.empty((0, 0), dtype=np.float32)
         out = torch.cat(parts)
         return (out.float() if out.dtype == torch.bfloat16 else out).numpy()
 
