@@ -97,13 +97,8 @@ def section_sweep(args, ml, st, st32, workloads, res):
             else:
                 pipe = cp.CudaPipeline(ml)
                 fn = lambda: pipe.encode_texts(texts, ml.tokenizer.encode, batch_size=bs)  # noqa: E731
-                with torch.inference_mode():
-                    fn()  # captures its graphs
-            if engine == "minilm-pipeline":
-                with torch.inference_mode():
-                    emb, secs, peak = best_time(fn, args.device, args.repeats)
-            else:
-                emb, secs, peak = best_time(fn, args.device, args.repeats)
+                fn()  # captures its graphs
+            emb, secs, peak = best_time(fn, args.device, args.repeats)
             emb = np.asarray(emb, dtype=np.float32)
             outs[(engine, bs)] = emb
             cos = cosines(emb, ref)
@@ -155,12 +150,11 @@ def section_busy(args, ml, workloads, res):
                key=lambda r: r["tok_s"], default={"batch": 512})["batch"]
     ids = ml.tokenizer.encode(texts)
     pipe = cp.CudaPipeline(ml)
-    with torch.inference_mode():
-        pipe.encode_ids(ids)  # warm-up and graph capture
-        pipe.encode_ids(ids)
-        out = {"encode_b32": _busy_share(lambda: ml.encode(texts, batch_size=32), args.device),
-               f"encode_b{best}": _busy_share(lambda: ml.encode(texts, batch_size=best), args.device),
-               "pipeline_ids_b32": _busy_share(lambda: pipe.encode_ids(ids, batch_size=32), args.device)}
+    pipe.encode_ids(ids)  # warm-up and graph capture
+    pipe.encode_ids(ids)
+    out = {"encode_b32": _busy_share(lambda: ml.encode(texts, batch_size=32), args.device),
+           f"encode_b{best}": _busy_share(lambda: ml.encode(texts, batch_size=best), args.device),
+           "pipeline_ids_b32": _busy_share(lambda: pipe.encode_ids(ids, batch_size=32), args.device)}
     out["graphs"] = len(pipe.runner.graphs)
     out["replays"] = pipe.runner.replays
     out["eager_runs"] = pipe.runner.eager_runs

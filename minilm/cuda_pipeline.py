@@ -311,7 +311,8 @@ class CudaGraphRunner:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, pool=self._pool):
+        # thread_local: the tokenizer's worker thread may run meanwhile (it makes no CUDA calls).
+        with torch.cuda.graph(g, pool=self._pool, capture_error_mode="thread_local"):
             static_out = self.fn(batch)
         return _Graph(g, static_in, static_out)
 
@@ -407,6 +408,7 @@ class CudaPipeline:
         self.runner = CudaGraphRunner(fn, self.device, capture=self.graphed)
         self.assembler = BatchAssembler()
 
+    @torch.inference_mode()
     def embed_chunk(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> HostCopy:
         """(n, D) embeddings of ``ids`` in input order, as a :class:`HostCopy` in flight."""
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))

@@ -390,47 +390,59 @@ def gpu_model(real_model_path):
 @needs_cuda
 def test_cuda_graph_replay_equals_eager(gpu_model, sts_sentences):
     ids = gpu_model.tokenizer.encode(sts_sentences[:3000])
-    with torch.inference_mode():
-        eager = cp.CudaPipeline(gpu_model, use_graphs=False).encode_ids(ids, batch_size=512)
-        pipe = cp.CudaPipeline(gpu_model, max_tokens=4096)
-        pipe.runner.capture_after = 1
-        graphed = pipe.encode_ids(ids, batch_size=1)
-        graphed2 = pipe.encode_ids(ids, batch_size=1)
-    assert pipe.runner.replays > 0 and pipe.runner.graphs
-    ref = cp.CudaPipeline(gpu_model, max_tokens=4096, use_graphs=False).encode_ids(ids, batch_size=1)
-    assert np.array_equal(graphed, ref)  # same shapes: graph == eager, bitwise
+    pipe = cp.CudaPipeline(gpu_model, max_tokens=4096)
+    pipe.runner.capture_after = 1
+    graphed = pipe.encode_ids(ids, batch_size=1)
+    graphed2 = pipe.encode_ids(ids, batch_size=1)
+    assert pipe.runner.graphs and pipe.runner.replays > 0
+    eager = cp.CudaPipeline(gpu_model, max_tokens=4096)
+    eager.runner.enabled = False  # the same padded shapes, run eagerly
+    ref = eager.encode_ids(ids, batch_size=1)
+    assert eager.runner.eager_runs > 0 and not eager.runner.graphs
+    assert np.array_equal(graphed, ref)
     assert np.array_equal(graphed, graphed2)
-    cos = (graphed.astype(np.float64) * eager).sum(1) / np.linalg.norm(graphed.astype(np.float64), axis=1) \
-        / np.linalg.norm(eager.astype(np.float64), axis=1)
-    assert cos.min() >= 0.9999
 
 
 @pytest.mark.cuda
 @needs_cuda
 def test_cuda_embeddings_bitwise_batch_invariant(gpu_model, sts_sentences, scifact_texts):
+    """Issue 11 goal 5: for a fixed dtype, the batch, its neighbours and the bucket padding
+    change nothing, through encode() and through the pipeline (graphs or not)."""
     texts = sts_sentences[:1500] + scifact_texts
     a = gpu_model.encode(texts, batch_size=32)
-    b = gpu_model.encode(texts[::-1], batch_size=512)[::-1]
-    c = gpu_model.encode(texts[:100], batch_size=7)
-    assert np.array_equal(a, b)
-    assert np.array_equal(a[:100], c)
+    assert np.array_equal(a, gpu_model.encode(texts[::-1], batch_size=512)[::-1])
+    assert np.array_equal(a[:100], gpu_model.encode(texts[:100], batch_size=7))
+    ids = gpu_model.tokenizer.encode(texts)
+    graphed = cp.CudaPipeline(gpu_model)
+    graphed.runner.capture_after = 1
+    for pipe, kw in ((graphed, {}), (graphed, dict(batch_size=2048)), (cp.CudaPipeline(gpu_model, use_graphs=False), {}),
+                     (cp.CudaPipeline(gpu_model, max_tokens=1000), dict(chunk_size=333))):
+        assert np.array_equal(a, pipe.encode_ids(ids, **kw)), kw
 
 
 @pytest.mark.cuda
 @needs_cuda
 def test_cuda_pipeline_forward_has_no_sync(gpu_model, sts_sentences):
+    """Copy in, forward (graph replay, and eager), scatter out: nothing waits for the GPU."""
     ids = gpu_model.tokenizer.encode(sts_sentences[:2000])
-    with torch.inference_mode():
-        pipe = cp.CudaPipeline(gpu_model, max_tokens=8192)
+    for graphs in (True, False):
+        pipe = cp.CudaPipeline(gpu_model, max_tokens=8192, use_graphs=graphs)
         pipe.runner.capture_after = 1
-        pipe.encode_ids(ids)  # warm-up: autotune and captures may sync
+        pipe.encode_ids(ids)  # warm-up: autotuning and captures may sync
+        order = cp.plan_token_budget(np.array([len(s) for s in ids]), 32, 8192)[0]
+        hb = pipe.assembler.assemble(ids, order, gpu_model.config.position_offset, pipe.buckets)
+        out = torch.zeros(len(ids), 384, dtype=gpu_model.dtype, device="cuda")
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            copy = pipe.embed_chunk(ids)
+            with torch.inference_mode():
+                emb, packed = pipe.runner(hb, pipe.assembler)
+                _, rows = cp.batch_from_packed(packed, hb.shape)
+                out.index_copy_(0, rows[:hb.num_seqs].long(), emb)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-        copy.wait()
+        assert (pipe.runner.replays > 0) == graphs
+        torch.cuda.synchronize()
 
 
 @pytest.mark.cuda
@@ -438,16 +450,17 @@ def test_cuda_pipeline_forward_has_no_sync(gpu_model, sts_sentences):
 def test_cuda_peak_memory_bounded_by_token_budget(gpu_model, sts_sentences, scifact_texts):
     texts = (sts_sentences + scifact_texts * 20)[:6000]
     ids = gpu_model.tokenizer.encode(texts)
+    for budget in (4096, 16384):  # warm-up: Triton's autotuner allocates a large scratch buffer
+        cp.CudaPipeline(gpu_model, max_tokens=budget, use_graphs=False).encode_ids(ids, chunk_size=2048)
     peaks = {}
     for budget in (4096, 16384):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        with torch.inference_mode():
-            cp.CudaPipeline(gpu_model, max_tokens=budget, use_graphs=False).encode_ids(ids, chunk_size=2048)
+        cp.CudaPipeline(gpu_model, max_tokens=budget, use_graphs=False).encode_ids(ids, chunk_size=2048)
         torch.cuda.synchronize()
         peaks[budget] = torch.cuda.max_memory_allocated() - base
-    # Activations scale with the budget: ~8 KiB per token (fp16, hidden 384, MLP 1536)
-    # plus a little per chunk; generous, but it fails if a batch ignored the budget.
+    # Activations scale with the budget: well under 16 KiB per token (fp16, hidden 384,
+    # MLP 1536) plus a little per chunk; it fails if a batch ignored the budget.
     for budget, peak in peaks.items():
         assert peak < budget * 16 * 1024 + 64 * 2**20, (budget, peak)
