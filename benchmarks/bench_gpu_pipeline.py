@@ -11,7 +11,8 @@ Sections (``--sections``, all by default):
             from pre-tokenized ids
   tokenize  tokenize-only rate with all host cores (the end-to-end ceiling)
   coldstart `minilm encode "hello world"` wall time with an empty and a warm Triton cache,
-            and where the time goes (import, CUDA init, model load, first encode)
+            and where the time goes (import torch, CUDA init, import triton, model load,
+            first encode = Triton kernel load or compile + autotune, second encode)
   scale     >= 200k short texts through encode() and through `minilm encode --output`
 
     python benchmarks/bench_gpu_pipeline.py              # on the GPU machine (gpu_all.sh)
@@ -178,14 +179,20 @@ import json, sys, time
 t0 = time.perf_counter(); import torch; t1 = time.perf_counter()
 cuda = torch.cuda.is_available()
 if cuda: torch.cuda.init(); torch.empty(1, device="cuda")
-t2 = time.perf_counter(); import minilm; t3 = time.perf_counter()
+t2 = time.perf_counter()
+try:
+    import triton
+except ImportError:
+    pass
+t2b = time.perf_counter(); import minilm; t3 = time.perf_counter()
 m = minilm.SentenceTransformer(sys.argv[1], device=sys.argv[2]); t4 = time.perf_counter()
 m.encode(["hello world"])
 if cuda: torch.cuda.synchronize()
 t5 = time.perf_counter(); m.encode(["hello world"])
 if cuda: torch.cuda.synchronize()
 t6 = time.perf_counter()
-print(json.dumps(dict(import_torch=t1 - t0, cuda_init=t2 - t1, import_minilm=t3 - t2, load_model=t4 - t3,
+print(json.dumps(dict(import_torch=t1 - t0, cuda_init=t2 - t1, import_triton=t2b - t2, import_minilm=t3 - t2b,
+                      load_model=t4 - t3,
                       first_encode=t5 - t4, second_encode=t6 - t5)))
 """
 
