@@ -156,10 +156,11 @@ def test_padding_to_bucket_leaves_real_rows_bitwise_equal(tiny_model, sts_senten
     order = np.argsort([-len(s) for s in ids], kind="stable")
     with _triton_route(tiny_model, triton_route), torch.inference_mode():
         exact, shape, _ = cp.assemble(ids, order, tiny_model.config.position_offset)
-        T = shape.tokens
-        big = cp.ShapeBuckets(min_tokens=T + 200, min_seqs=1).bucket(T, len(ids), shape.max_seqlen + 1)
+        T, B, L = shape.tokens, shape.seqs, 2 * shape.max_seqlen
+        # Filler sequences, then 5 empty ones, and attention told a max_seqlen 2x too long.
+        big = cp.Bucket(T + 150, B + -(-150 // L) + 5, L)
         padded, big, _ = cp.assemble(ids, order, tiny_model.config.position_offset, big)
-        assert big.tokens > T and big.seqs > len(ids) and big.max_seqlen > shape.max_seqlen
+        assert padded[2 * big.tokens + big.seqs - 4:2 * big.tokens + big.seqs + 1].tolist() == [T + 150] * 5
         b0, _ = cp.batch_from_packed(torch.from_numpy(exact), shape)
         b1, _ = cp.batch_from_packed(torch.from_numpy(padded), big)
         h0, h1 = tiny_model.encoder(b0), tiny_model.encoder(b1)
