@@ -313,7 +313,7 @@ def summarize(res) -> list[tuple[str, str, str]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--sections", default="sweep,busy,tokenize,coldstart,scale")
+    ap.add_argument("--sections", default="sweep,busy,tokenize,coldstart,scale", help="comma-separated subset")
     ap.add_argument("--short-n", type=int, default=30000, help="short texts (all of STS-B dev+train: ~14.5k)")
     ap.add_argument("--long-n", type=int, default=2101)
     ap.add_argument("--scale-n", type=int, default=200_000)
@@ -353,7 +353,7 @@ def main(argv=None) -> int:
 
     runs = {"sweep": sweep, "busy": lambda: section_busy(args, ml, workloads, res),
             "tokenize": lambda: section_tokenize(args, ml, workloads, res),
-            "scale": lambda: section_scale(args, ml, workloads, res), "coldstart": lambda: section_coldstart(args, res)}
+            "coldstart": lambda: section_coldstart(args, res), "scale": lambda: section_scale(args, ml, workloads, res)}
     for name, run in runs.items():
         if name in sections:
             run()
