@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -124,8 +123,17 @@ def _busy_share(fn, dev: str) -> dict:
         fn()
         sync(dev)
         wall = time.perf_counter() - t0
-    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
-                   if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start)
+    events = [e for e in prof.events()
+              if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start]
+    spans = sorted((e.time_range.start, e.time_range.end) for e in events)
+    # Which kernels run how often: tells whether bias adds ride in the GEMM epilogue
+    # (one kernel per Linear) and what a fused launch would save.
+    by_name: dict[str, list] = {}
+    for e in events:
+        c = by_name.setdefault(e.name[:60], [0, 0.0])
+        c[0] += 1
+        c[1] += e.time_range.elapsed_us() / 1e3
+    top = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:8]
     busy, cur_s, cur_e, kernels = 0.0, None, None, len(spans)
     for s, e in spans:
         if cur_e is None or s > cur_e:
@@ -138,7 +146,7 @@ def _busy_share(fn, dev: str) -> dict:
         busy += cur_e - cur_s
     busy /= 1e6  # us -> s
     return dict(wall_s=round(wall, 4), gpu_busy_s=round(busy, 4), busy_share=round(busy / wall, 3),
-                device_events=kernels)
+                device_events=kernels, top_kernels_calls_ms=[(n, c, round(ms, 2)) for n, (c, ms) in top])
 
 
 def section_busy(args, ml, workloads, res):
@@ -198,14 +206,18 @@ print(json.dumps(dict(import_torch=t1 - t0, cuda_init=t2 - t1, import_triton=t2b
 
 
 def _run(cmd, env) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS of the child in bytes, stderr tail) of one subprocess."""
-    t = time.perf_counter()
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
-    wall = time.perf_counter() - t
-    if p.returncode != 0:
-        raise RuntimeError(f"{cmd[:4]} failed ({p.returncode}): {p.stderr[-800:]}")
-    # ru_maxrss of children is the largest so far; each child here is the largest yet.
-    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, p.stdout
+    """(wall seconds, peak RSS of this child in bytes, stdout) of one subprocess."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True, cwd=REPO)
+        _, status, usage = os.wait4(p.pid, 0)  # this child's own rusage, not the max over all children
+        wall = time.perf_counter() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if p.returncode != 0:
+            raise RuntimeError(f"{cmd[:4]} failed ({p.returncode}): {err.read()[-800:]}")
+        return wall, usage.ru_maxrss * 1024, out.read()
 
 
 def section_coldstart(args, res):
@@ -226,7 +238,7 @@ def section_scale(args, ml, workloads, res):
     base = workloads["short"]
     # A counter keeps every line distinct (no cache anywhere can help) at ~1-2 extra tokens.
     texts = [f"{base[i % len(base)]} {i}" for i in range(args.scale_n)]
-    ntok = sum(map(len, ml.tokenizer.encode(texts[:20000]))) * len(texts) / min(len(texts), 20000)
+    ntok = sum(map(len, ml.tokenizer.encode(texts)))
     emb, secs, peak = best_time(lambda: ml.encode(texts), args.device, 1)
     out = {"texts": len(texts), "encode_s": round(secs, 2), "encode_tok_s": round(ntok / secs),
            "encode_peak_gpu_mb" if args.device.startswith("cuda") else "encode_peak_rss_mb": round(peak / 2**20, 1)}
