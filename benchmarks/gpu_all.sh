@@ -58,10 +58,11 @@ step bench_pooling 45 "$PY" benchmarks/bench_pooling.py $BENCH_ARGS
 step bench_layernorm 45 "$PY" benchmarks/bench_layernorm.py $BENCH_ARGS
 step bench_gelu 30 "$PY" benchmarks/bench_gelu.py --dtypes float16 $BENCH_ARGS
 
-cp benchmarks/out/*.csv "$LOG_DIR"/ 2>/dev/null || true
+cp benchmarks/out/*.csv benchmarks/out/*.json "$LOG_DIR"/ 2>/dev/null || true
+PIPE_JSON=benchmarks/out/gpu_pipeline.json
+if [ -n "$BENCH_ARGS" ]; then PIPE_JSON=benchmarks/out/gpu_pipeline_smoke.json; fi
 {
   "$PY" benchmarks/summarize.py $BENCH_ARGS || true
-  PIPE_JSON="benchmarks/out/gpu_pipeline$([ -n "$BENCH_ARGS" ] && echo _smoke).json"
   if [ -f "$PIPE_JSON" ]; then "$PY" benchmarks/bench_gpu_pipeline.py --summary "$PIPE_JSON" || true
   else echo "no $PIPE_JSON: the gpu_pipeline step did not finish"; fi
 } | tee "$LOG_DIR/summary.txt"
