@@ -312,7 +312,8 @@ def summarize(res) -> list[tuple[str, str, str]]:
         for k, v in busy.items():
             if isinstance(v, dict):
                 ok = v["busy_share"] >= GOALS["busy"] if k == "pipeline_ids_b32" and "note" not in busy else None
-                lines.append((f"2 GPU busy >= 70%: {k}", f"{v['busy_share']:.0%} ({v['gpu_busy_s']} of {v['wall_s']} s)",
+                note = f" [{busy['note']}]" if "note" in busy else ""
+                lines.append((f"2 GPU busy >= 70%: {k}", f"{v['busy_share']:.0%} ({v['gpu_busy_s']} of {v['wall_s']} s){note}",
                               verdict(ok) if ok is not None else ""))
     elif busy:
         lines.append(("2 GPU busy >= 70%", busy.get("note", "?"), "n/a"))
