@@ -20,7 +20,11 @@ this module removes host work and host waits from the loop rather than touching 
   for one-off shapes, or if capture fails, it runs the forward eagerly.
 * :class:`HostCopy` starts a device-to-host copy into pinned memory and waits for it only
   when the result is needed.
-* :class:`CudaPipeline` composes them: ids chunk in, host embeddings out.
+* :class:`CudaPipeline` composes them for sentence embeddings (:func:`sentence_forward`):
+  ``embed_chunk`` (ids -> a copy in flight), ``embed_chunks``/``encode_ids`` (chunk k-1's
+  copy waited on after chunk k is queued), ``encode_texts`` (plus :func:`prefetched`
+  tokenization of chunk k+1 on a worker thread). Keep one per (model, output options) so
+  its graphs survive across ``encode`` calls.
 
 The forward on this path issues no host sync: every size it needs (``max_seqlen``, the
 number of real rows) comes from the host-side lengths, never from a device tensor.
