@@ -42,6 +42,8 @@ _DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
 }
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings", None)
+# CUDA pipelines (one per set of output options) kept per engine; each holds its graphs.
+_MAX_PIPELINES = 4
 
 
 # ------------------------------------------------------------------------ device and backend
@@ -125,19 +127,43 @@ class CpuStrategy:
             ids = ids + [[ids[0][0]] * (self.min_gemm_rows - t_real)]
         return make_varlen_batch(ids, position_offset, with_token_types=False), n_real, t_real
 
+    def sentence_embeddings(self, engine: "Engine", texts: Sequence[str], request: "EncodeRequest",
+                            progress) -> Optional[Tensor]:
+        return None  # the engine's generic chunk loop is the CPU path
+
 
 class CudaStrategy:
-    """CUDA: smaller chunks so tokenizing the next chunk (on a worker thread; the tokenizers
-    library releases the GIL) overlaps the GPU's work sooner, no token cap (GPUs want the
-    largest batches), and one pinned, asynchronous host-to-device copy per batch."""
+    """CUDA: sentence embeddings go through :class:`minilm.cuda_pipeline.CudaPipeline`
+    (batches cut by a token budget with ``batch_size`` as a lower bound, one packed pinned
+    copy per batch, CUDA graphs per shape bucket, device-to-host copies overlapped with the
+    next chunk, the next chunk tokenized on a worker thread). Token embeddings and feature
+    dicts take the generic loop: no token cap, one pinned asynchronous copy per batch."""
 
-    chunk_size = 2048
+    chunk_size = 8192
     max_batch_tokens: Optional[int] = None
     prefetch = True
 
     def to_device(self, ids: list[list[int]], position_offset: int, device: torch.device):
         batch = make_varlen_batch(ids, position_offset, with_token_types=False)
-        return batch_to(batch, device, pin=True), len(ids), batch.total_tokens
+        return batch_to(batch, device, pin=torch.cuda.is_available()), len(ids), batch.total_tokens
+
+    def sentence_embeddings(self, engine: "Engine", texts: Sequence[str], request: "EncodeRequest",
+                            progress) -> Optional[Tensor]:
+        """(N, D) host embeddings of ``texts`` (prompt already applied), or None when the
+        request needs the generic path (token outputs, or a device tensor as the result)."""
+        if request.output_value != "sentence_embedding" or not request.convert_to_numpy:
+            return None
+        from .cuda_pipeline import prefetched
+
+        pipe = engine.cuda_pipeline(request)
+        size = engine.effective_chunk_size()
+        parts = []
+        chunks = prefetched(engine.tokenizer.encode, texts, size)
+        for part in pipe.embed_chunks(chunks, request.batch_size):
+            parts.append(part)
+            if progress is not None:
+                progress.update(part.shape[0])
+        return torch.cat(parts) if parts else None
 
 
 class OtherDeviceStrategy(CudaStrategy):
@@ -148,6 +174,10 @@ class OtherDeviceStrategy(CudaStrategy):
     def to_device(self, ids: list[list[int]], position_offset: int, device: torch.device):
         batch = make_varlen_batch(ids, position_offset, with_token_types=False)
         return batch_to(batch, device, pin=False), len(ids), batch.total_tokens
+
+    def sentence_embeddings(self, engine: "Engine", texts: Sequence[str], request: "EncodeRequest",
+                            progress) -> Optional[Tensor]:
+        return None  # pinned memory, graphs and events are CUDA's: the generic loop here
 
 
 def strategy_for(device: torch.device):
@@ -178,6 +208,10 @@ class EncodeRequest:
     convert_to_tensor: bool = False
 
 
+def _with_prompt(texts: Sequence[str], request: EncodeRequest) -> Sequence[str]:
+    return [request.prompt + t for t in texts] if request.prompt else texts
+
+
 @dataclass
 class EmbeddedChunk:
     """One chunk of work, in input order: its token ids, its sentence embeddings ``(n, D)`` on
@@ -206,6 +240,8 @@ class Engine:
         self.chunk_size: Optional[int] = None
         self._backends: dict[tuple[torch.device, torch.dtype], str] = {}
         self._pinned_backend: Optional[str] = None
+        self._pinned_strategy = None
+        self._pipelines: dict[tuple, Any] = {}
         self._prompt_lengths: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
 
@@ -264,15 +300,39 @@ class Engine:
             raise ValueError(f"backend must be one of {BACKENDS} or None, got {value!r}")
         self._pinned_backend = value
 
+    @property
+    def strategy(self):
+        """The per-device policy (:class:`CpuStrategy`, :class:`CudaStrategy`) for the current
+        device, unless pinned by assigning a strategy object (None: automatic again)."""
+        return self._pinned_strategy or strategy_for(self.device)
+
+    @strategy.setter
+    def strategy(self, value) -> None:
+        self._pinned_strategy = value
+
     def effective_chunk_size(self, device: Optional[torch.device] = None) -> int:
-        """``chunk_size``, or the device's default (8192 texts on CPU, 2048 on CUDA)."""
-        return self.chunk_size or strategy_for(device or self.device).chunk_size
+        """``chunk_size``, or the device strategy's default (8192 texts)."""
+        return self.chunk_size or (self.strategy if device is None else strategy_for(device)).chunk_size
 
     def effective_max_batch_tokens(self, device: Optional[torch.device] = None) -> Optional[int]:
         """``max_batch_tokens``, or the device's default (2048 on CPU, none on CUDA)."""
         if self.max_batch_tokens is not None:
             return self.max_batch_tokens
-        return strategy_for(device or self.device).max_batch_tokens
+        return (self.strategy if device is None else strategy_for(device)).max_batch_tokens
+
+    def cuda_pipeline(self, request: EncodeRequest):
+        """The :class:`minilm.cuda_pipeline.CudaPipeline` for this device, backend and the
+        request's output options, kept across calls so its CUDA graphs are captured once."""
+        from .cuda_pipeline import CudaPipeline
+
+        key = (self.device, self.dtype, self.backend, self.tokenizer.max_length, self.max_batch_tokens,
+               request.pooling_skip, request.truncate_dim, request.normalize)
+        pipe = self._pipelines.get(key)
+        if pipe is None:
+            if len(self._pipelines) >= _MAX_PIPELINES:  # each holds its graphs' memory
+                self._pipelines.pop(next(iter(self._pipelines)))
+            pipe = self._pipelines[key] = CudaPipeline(self, request, max_tokens=self.max_batch_tokens)
+        return pipe
 
     def move_to(self, device: torch.device) -> None:
         """Move the encoder and heads; a no-op when already there. Safe under concurrent calls."""
@@ -309,7 +369,7 @@ class Engine:
 
     def forward_ids(self, ids: list[list[int]], device: torch.device) -> tuple[Tensor, Tensor]:
         """Token-id lists -> (last hidden state (total_tokens, H), cu_seqlens (B + 1,))."""
-        batch, n_real, t_real = strategy_for(device).to_device(ids, self.encoder.config.position_offset, device)
+        batch, n_real, t_real = self.strategy.to_device(ids, self.encoder.config.position_offset, device)
         hidden = self.encoder(batch, self.backend)
         return hidden[:t_real], batch.cu_seqlens[: n_real + 1]
 
@@ -337,11 +397,9 @@ class Engine:
         size = self.effective_chunk_size(device)
         want_tokens = request.output_value != "sentence_embedding"
         want_sentence = request.output_value != "token_embeddings"
-        if request.prompt:
-            prompt = request.prompt
-            texts = [prompt + t for t in texts]
+        texts = _with_prompt(texts, request)
         prefetcher = ThreadPoolExecutor(1, thread_name_prefix="minilm-tokenize") \
-            if strategy_for(device).prefetch and len(texts) > size else None
+            if self.strategy.prefetch and len(texts) > size else None
         tokenize = lambda i: self.tokenizer.encode(texts[i:i + size])  # noqa: E731
         out_dim = request.truncate_dim or self.embedding_dim
         try:
@@ -372,6 +430,9 @@ class Engine:
         """Embed ``texts`` (a list) and format the result as ``request`` asks: ``(N, D)`` numpy,
         a tensor, a list of tensors, token embeddings, feature dicts or quantized codes."""
         device = self.device
+        fast = self.strategy.sentence_embeddings(self, _with_prompt(texts, request), request, progress)
+        if fast is not None:
+            return format_output(request, fast, [], [], device, with_token_types=False)
         out_dim = request.truncate_dim or self.embedding_dim
         host = request.convert_to_numpy and request.output_value == "sentence_embedding"
         sentence_out = None

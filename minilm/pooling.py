@@ -65,8 +65,11 @@ def _segment_sum(x: Tensor, seqlens: list[int], acc: torch.dtype, skip: int = 0,
 
 
 def pool(hidden: Tensor, cu_seqlens: Tensor, modes: Sequence[str], prompt_length: int = 0,
-         backend: str = "torch") -> Tensor:
+         backend: str = "torch", seqlens: Sequence[int] | None = None) -> Tensor:
     """hidden (total_tokens, H), cu_seqlens (B + 1,) -> (B, len(modes) * H).
+
+    ``seqlens``: the sequence lengths as host ints, when the caller has them; otherwise they
+    are read back from ``cu_seqlens`` (a host sync on CUDA).
 
     Outputs are concatenated in the order of ``modes``.
     Float16/bfloat16 inputs are accumulated in float32 for the mean variants, as
@@ -82,7 +85,7 @@ def pool(hidden: Tensor, cu_seqlens: Tensor, modes: Sequence[str], prompt_length
     device = hidden.device
     cu = cu_seqlens.long()
     seqlens_t = cu[1:] - cu[:-1]  # (B,)
-    seqlens = seqlens_t.tolist()
+    seqlens = list(seqlens) if seqlens is not None else seqlens_t.tolist()
     counts = (seqlens_t - prompt_length).clamp(min=0) if prompt_length else seqlens_t
 
     acc = torch.float32 if hidden.dtype in (torch.float16, torch.bfloat16) else hidden.dtype

@@ -58,8 +58,11 @@ class VarlenBatch:
         """(total_tokens,) int64: row of each token in the padded ``(batch * max_seqlen)`` layout."""
         if self._pad_index is None:
             seqlens = self.seqlens()
-            starts = torch.repeat_interleave(self.cu_seqlens[:-1].long(), seqlens)
-            seq_ids = torch.repeat_interleave(torch.arange(self.batch_size, device=seqlens.device), seqlens)
+            # output_size: without it repeat_interleave reads the lengths back (a host sync).
+            T = self.total_tokens
+            starts = torch.repeat_interleave(self.cu_seqlens[:-1].long(), seqlens, output_size=T)
+            seq_ids = torch.repeat_interleave(torch.arange(self.batch_size, device=seqlens.device), seqlens,
+                                              output_size=T)
             pos = torch.arange(self.total_tokens, device=seqlens.device) - starts
             self._pad_index = seq_ids * self.max_seqlen + pos
         return self._pad_index

@@ -55,11 +55,18 @@ def test_pinned_backend_is_validated_and_used(ml_real):
     assert np.abs(padded - ref).max() < 1e-5
 
 
-def test_strategies_per_device():
+def test_strategies_per_device_and_the_engine_defaults_follow_them(ml_real):
     assert isinstance(strategy_for(torch.device("cpu")), CpuStrategy)
     assert isinstance(strategy_for(torch.device("cuda")), CudaStrategy)
-    assert CpuStrategy.max_batch_tokens == 2048 and CudaStrategy.max_batch_tokens is None
-    assert CpuStrategy.chunk_size == 8192 and CudaStrategy.chunk_size == 2048
+    eng = ml_real.engine
+    assert eng.effective_max_batch_tokens() == CpuStrategy.max_batch_tokens
+    assert eng.effective_max_batch_tokens(torch.device("cuda")) is None  # GPUs: no token cap by default
+    eng.max_batch_tokens, eng.chunk_size = 777, 55
+    try:
+        assert eng.effective_max_batch_tokens(torch.device("cuda")) == 777
+        assert eng.effective_chunk_size() == 55
+    finally:
+        eng.max_batch_tokens = eng.chunk_size = None
 
 
 def test_cpu_strategy_pads_tiny_batches_to_the_gemm_minimum():
@@ -111,3 +118,25 @@ def test_request_resolution_in_the_facade(real_model_path):
     assert r.convert_to_tensor and not r.convert_to_numpy
     r = m._request(output_value="token_embeddings")
     assert not r.convert_to_numpy and not r.convert_to_tensor
+
+
+def test_cuda_strategy_pipeline_runs_eagerly_on_cpu_and_matches(real_model_path):
+    """The CUDA strategy's sentence path (token-budget batches, packed assembly, row scatter,
+    host copies) pinned onto a CPU engine: eager, and equal to the CPU strategy's result."""
+    m = minilm.SentenceTransformer(str(real_model_path), device="cpu")
+    texts = [f"sentence number {i} " + "word " * (i % 23) for i in range(300)] + [""]
+    ref = m.encode(texts, prompt="query: ", normalize_embeddings=True, truncate_dim=200)
+    m.engine.strategy = CudaStrategy()
+    m.chunk_size = 64  # several chunks: the overlap and ordering logic runs
+    try:
+        got = m.encode(texts, prompt="query: ", normalize_embeddings=True, truncate_dim=200, batch_size=8)
+        tokens = m.encode(texts[:5], output_value="token_embeddings")  # the generic loop
+        assert len(m.engine._pipelines) == 1
+        m.encode(texts[:5], prompt="query: ", normalize_embeddings=True, truncate_dim=200)
+        assert len(m.engine._pipelines) == 1  # the same options reuse the pipeline
+    finally:
+        m.engine.strategy = None
+        m.chunk_size = None
+    assert got.shape == ref.shape == (301, 200)
+    np.testing.assert_allclose(got, ref, atol=2e-6, rtol=0)
+    assert len(tokens) == 5 and tokens[0].shape[1] == 384
