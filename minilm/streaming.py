@@ -13,6 +13,8 @@ from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
+from .multiprocess import check_pool
+
 logger = logging.getLogger(__name__)
 
 PROGRESS_SUFFIX = ".progress"
@@ -21,7 +23,7 @@ PROGRESS_SUFFIX = ".progress"
 def iter_chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
     """Lists of at most ``size`` texts, drawn lazily from ``texts``; every item is checked to be a str."""
     _check_iterable(texts)
-    return _iter_chunks(iter(texts), size)
+    return _take_chunks(iter(texts), size)
 
 
 def _check_iterable(texts: Any) -> None:
@@ -30,7 +32,7 @@ def _check_iterable(texts: Any) -> None:
         raise TypeError(f"expected an iterable of str, got {type(texts).__name__}")
 
 
-def _iter_chunks(it: Iterator[Any], size: int) -> Iterator[list[str]]:
+def _take_chunks(it: Iterator[Any], size: int) -> Iterator[list[str]]:
     seen = 0
     while True:
         chunk = list(itertools.islice(it, size))
@@ -43,43 +45,17 @@ def _iter_chunks(it: Iterator[Any], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def encode_iter(model, texts: Iterable[str], *, chunk_size: Optional[int] = None, pool=None,
-                **encode_kwargs) -> Iterator[Any]:
-    """``model.encode`` per chunk of ``texts``, yielded in order (see ``SentenceTransformer.encode_iter``)."""
-    size = model.effective_chunk_size() if chunk_size is None else chunk_size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if "device" in encode_kwargs and isinstance(encode_kwargs["device"], (list, tuple)):
-        raise ValueError("encode_iter() takes a pool, not a list of devices: start one with "
-                         "model.start_multi_process_pool(devices) and pass pool=...")
-    show_progress = bool(encode_kwargs.pop("show_progress_bar", False))
-    encode_kwargs["show_progress_bar"] = False
-    chunks = iter_chunks(texts, size)
-    return _encode_iter(model, chunks, pool, encode_kwargs, show_progress,
-                        len(texts) if hasattr(texts, "__len__") else None)
-
-
-def _encode_iter(model, chunks, pool, kwargs, show_progress, total) -> Iterator[Any]:
-    progress = None
-    if show_progress:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=total, desc="Batches", unit="text")
+def encode_chunks(engine, chunks: Iterator[list[str]], request, *, pool=None, spec=None,
+                  progress=None) -> Iterator[Any]:
+    """``engine.encode`` per chunk (or ``pool``'s workers, built from ``spec``), results yielded
+    in order (see ``SentenceTransformer.encode_iter``). The generator owns ``progress`` (a
+    tqdm bar or None) and closes it when it ends."""
     try:
         if pool is None:
             for chunk in chunks:
-                out = model.encode(chunk, **kwargs)
-                if progress is not None:
-                    progress.update(len(chunk))
-                yield out
+                yield engine.encode(chunk, request, progress)
         else:
-            from .multiprocess import MultiProcessPool, _check_pool_matches
-
-            if not isinstance(pool, MultiProcessPool):
-                raise TypeError(f"pool must come from start_multi_process_pool(), got {type(pool).__name__}")
-            _check_pool_matches(pool, model)
-            model.encode([], **kwargs)  # validate the arguments here rather than in every worker
-            yield from pool.imap(chunks, kwargs, progress)
+            yield from check_pool(pool, spec).imap(chunks, request, progress)
     finally:
         if progress is not None:
             progress.close()

