@@ -37,6 +37,8 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from .inputs import InvalidTextError, check_chunk_size, check_device_list, check_texts
+
 logger = logging.getLogger(__name__)
 
 # How long stop_multi_process_pool waits for a worker to leave on its own before terminating it.
@@ -360,6 +362,8 @@ class MultiProcessPool(dict):
                         continue  # left over from an earlier call that failed or stopped early
                     if kind == "error":
                         exc, summary, tb = payload
+                        if isinstance(exc, InvalidTextError):  # the caller's index, not the chunk's
+                            raise exc.shifted(_offset(sizes, chunk_id)) from None
                         err = RuntimeError(f"minilm multi-process {self.describe_worker(i)} failed on chunk "
                                            f"{chunk_id} (texts {_offset(sizes, chunk_id)}.."
                                            f"{_offset(sizes, chunk_id) + sizes[chunk_id] - 1}): "
@@ -369,7 +373,7 @@ class MultiProcessPool(dict):
                     done[chunk_id] = pickle.loads(payload)
                     if progress is not None:
                         progress.update(sizes[chunk_id])
-        except (GeneratorExit, RuntimeError):
+        except (GeneratorExit, RuntimeError, InvalidTextError):
             # Workers still busy with this job finish their chunk; the result is dropped on arrival.
             raise
         except BaseException:
@@ -392,23 +396,8 @@ def default_devices() -> list[str]:
     return ["cpu"] * min(4, available_cores())
 
 
-def _check_devices(devices: Any) -> list[str]:
-    if isinstance(devices, (str, torch.device)) or not isinstance(devices, (list, tuple)):
-        raise TypeError(f"target_devices must be a list of devices such as ['cpu', 'cpu'] or "
-                        f"['cuda:0', 'cuda:1'], got {devices!r}")
-    if not devices:
-        raise ValueError("target_devices is empty; give at least one device, e.g. ['cpu', 'cpu']")
-    out = []
-    for d in devices:
-        try:
-            out.append(str(torch.device(d)))
-        except (RuntimeError, TypeError) as e:
-            raise ValueError(f"Invalid device {d!r} in target_devices {list(devices)!r}: {e}") from e
-    return out
-
-
 def start_pool(model, target_devices: Optional[Sequence[str]] = None) -> MultiProcessPool:
-    devices = default_devices() if target_devices is None else _check_devices(target_devices)
+    devices = default_devices() if target_devices is None else check_device_list(target_devices)
     return MultiProcessPool(WorkerSpec.from_model(model), devices)
 
 
@@ -416,11 +405,6 @@ def stop_pool(pool: Any) -> None:
     if not isinstance(pool, MultiProcessPool):
         raise TypeError(f"Expected a pool from start_multi_process_pool(), got {type(pool).__name__}")
     pool.close()
-
-
-def _check_chunk_size(chunk_size: Any) -> None:
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
 
 
 def _check_pool_matches(pool: MultiProcessPool, model) -> None:
@@ -442,14 +426,12 @@ def _concat(parts: list[Any]) -> Any:
 def encode_multi_process(model, sentences: Any, *, pool: Optional[MultiProcessPool], devices: Any,
                          chunk_size: Optional[int], **encode_kwargs) -> Any:
     """``encode`` over a pool (or a temporary pool on ``devices``); same result as in one process."""
-    from .sentence_transformer import _check_texts
-
-    _check_chunk_size(chunk_size)
+    check_chunk_size(chunk_size)
     if pool is not None and not isinstance(pool, MultiProcessPool):
         raise TypeError(f"pool must come from start_multi_process_pool(), got {type(pool).__name__}")
     if pool is None:
-        devices = _check_devices(devices)
-    texts, single = _check_texts(sentences)
+        devices = check_device_list(devices)
+    texts, single = check_texts(sentences)
     show_progress = encode_kwargs.pop("show_progress_bar", None)
     if show_progress is None:
         show_progress = logger.getEffectiveLevel() <= logging.INFO

@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from . import heads as heads_mod
 from .config import EncoderConfig
 from .hub import resolve_model_path
+from .inputs import (check_chunk_size, check_encodable, check_int, check_max_seq_length,
+                     check_texts, resolve_device)  # noqa: F401 - resolve_device is re-exported
 from .model import VarlenBatch, make_varlen_batch
 from .outputs import empty_output, feature_dicts, quantized_output
 from .pooling import modes_from_config, pool
@@ -54,17 +56,6 @@ def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
             raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
         return dtype
     raise TypeError(f"dtype must be a torch.dtype or a string, got {type(dtype).__name__}")
-
-
-def resolve_device(device: Any) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, (str, torch.device)):
-        try:
-            return torch.device(device)
-        except RuntimeError as e:
-            raise ValueError(f"Invalid device {device!r}: {e}") from e
-    raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
 
 
 def _cpu_has_native(dtype: torch.dtype) -> bool:
@@ -123,6 +114,28 @@ def _subfolder(root: Path, rel: Any, where: Path) -> Path:
     return p
 
 
+# The file each module kind cannot be loaded without; Normalize and Dropout need none (git
+# keeps no empty folder, so a hub model's 2_Normalize folder is usually absent).
+_MODULE_CONFIG = {"Transformer": "config.json", "Pooling": "config.json", "Dense": "config.json"}
+
+
+def _module_folder(root: Path, kind: str, entry: dict, mj: Path) -> Path:
+    """The folder of one modules.json entry, checked to hold what the module needs.
+
+    A module named but absent is an error, never a default: a CLS-pooled model whose Pooling
+    config went missing would otherwise be mean-pooled and silently wrong.
+    """
+    if "path" not in entry and kind != "Transformer":
+        raise ValueError(f"{mj}: the {kind} entry {entry!r} has no 'path'")
+    folder = _subfolder(root, entry.get("path", ""), mj)
+    need = _MODULE_CONFIG.get(kind)
+    if need is not None and not (folder / need).is_file():
+        missing = folder if not folder.is_dir() else folder / need
+        raise FileNotFoundError(f"{mj} names a {kind} module at {entry.get('path', '')!r}, but {missing} does not "
+                                "exist; the model folder is incomplete (minilm does not guess a missing module)")
+    return folder
+
+
 @dataclass
 class _Pipeline:
     """What a model folder describes, before any weights are read."""
@@ -145,10 +158,13 @@ def _read_pipeline(root: Path) -> _Pipeline:
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{mj} must hold a non-empty JSON list of modules")
     kinds: list[tuple[str, Path]] = []
-    for e in sorted(entries, key=lambda e: e.get("idx", 0) if isinstance(e, dict) else 0):
-        if not isinstance(e, dict) or "type" not in e:
-            raise ValueError(f"{mj}: malformed module entry {e!r}")
-        kinds.append((_module_kind(e["type"], mj), _subfolder(root, e.get("path", ""), mj)))
+    for e in entries:
+        if not isinstance(e, dict) or "type" not in e or isinstance(e.get("idx", 0), bool) \
+                or not isinstance(e.get("idx", 0), int):
+            raise ValueError(f"{mj}: malformed module entry {e!r} (needs a 'type' and an integer 'idx')")
+    for e in sorted(entries, key=lambda e: e.get("idx", 0)):
+        kind = _module_kind(e["type"], mj)
+        kinds.append((kind, _module_folder(root, kind, e, mj)))
     if kinds[0][0] != "Transformer":
         raise ValueError(f"{mj}: the first module must be a Transformer, got {kinds[0][0]}")
     if len(kinds) < 2 or kinds[1][0] != "Pooling":
@@ -156,30 +172,10 @@ def _read_pipeline(root: Path) -> _Pipeline:
     for k, _ in kinds[2:]:
         if k in ("Transformer", "Pooling"):
             raise ValueError(f"{mj}: only Dense/Normalize/Dropout may follow Pooling, got {k}")
-    pcfg_path = kinds[1][1] / "config.json"
-    pcfg = _read_json(pcfg_path, "Pooling config") if pcfg_path.is_file() else {"pooling_mode": "mean"}
+    pcfg = _read_json(kinds[1][1] / "config.json", "Pooling config")
+    if not isinstance(pcfg, dict):
+        raise ValueError(f"{kinds[1][1] / 'config.json'} must hold a JSON object, got {type(pcfg).__name__}")
     return _Pipeline(kinds[0][1], pcfg, kinds[2:])
-
-
-def _check_texts(sentences: Any) -> tuple[list[str], bool]:
-    """Validate ``encode``'s input: a str or a sequence of str. Returns (texts, was_single)."""
-    if isinstance(sentences, str):
-        return [sentences], True
-    if sentences is None:
-        raise TypeError("encode() expects a str or a list of str, got None")
-    if isinstance(sentences, (bytes, bytearray)):
-        raise TypeError("encode() expects str, got bytes; decode it first (e.g. b.decode('utf-8'))")
-    if isinstance(sentences, np.ndarray):
-        if sentences.ndim != 1:
-            raise TypeError(f"encode() expects a 1-D array of str, got shape {sentences.shape}")
-        sentences = sentences.tolist()
-    elif isinstance(sentences, dict) or not isinstance(sentences, Iterable):
-        raise TypeError(f"encode() expects a str or a list of str, got {type(sentences).__name__}")
-    texts = list(sentences)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"encode() expects every input to be a str; item {i} is {type(t).__name__}: {t!r:.60}")
-    return texts, False
 
 
 @dataclass
@@ -314,11 +310,7 @@ class SentenceTransformer(nn.Module):
 
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"max_seq_length must be a positive integer, got {value!r}")
-        if value > self.config.max_positions:
-            raise ValueError(f"max_seq_length={value} exceeds the model's {self.config.max_positions} positions")
-        self.tokenizer.max_length = value
+        self.tokenizer.max_length = check_max_seq_length(value, self.config.max_positions)
 
     @property
     def similarity_fn_name(self) -> str:
@@ -369,8 +361,7 @@ class SentenceTransformer(nn.Module):
     def _check_truncate_dim(self, truncate_dim: Any, dim: Optional[int]) -> None:
         if truncate_dim is None:
             return
-        if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or truncate_dim < 1:
-            raise ValueError(f"truncate_dim must be a positive integer, got {truncate_dim!r}")
+        check_int("truncate_dim", truncate_dim)
         if dim is not None and truncate_dim > dim:
             raise ValueError(f"truncate_dim={truncate_dim} is larger than the embedding dimension {dim}")
 
@@ -472,7 +463,15 @@ class SentenceTransformer(nn.Module):
         want_sentence = output_value != "token_embeddings"
         prefetcher = ThreadPoolExecutor(1, thread_name_prefix="minilm-tokenize") \
             if device.type == "cuda" and len(texts) > size else None
-        tokenize = lambda i: self.tokenizer.encode(texts[i:i + size])  # noqa: E731
+
+        def tokenize(i: int) -> list[list[int]]:
+            try:
+                return self.tokenizer.encode(texts[i:i + size])
+            except Exception:
+                # tokenizers names no index (a lone surrogate gives a TypeError about its
+                # argument types): find the culprit only now, off the hot path.
+                check_encodable(texts[i:i + size], offset=i)
+                raise
         try:
             pending = None
             for start in range(0, len(texts), size):
@@ -537,6 +536,7 @@ class SentenceTransformer(nn.Module):
         ``truncate_dim`` is applied after the model's own modules and before
         ``normalize_embeddings``.
         """
+        check_chunk_size(chunk_size)  # here, so that it is refused with or without a pool
         if pool is not None or isinstance(device, (list, tuple)):
             from .multiprocess import encode_multi_process
 
@@ -544,9 +544,8 @@ class SentenceTransformer(nn.Module):
             kwargs = {k: v for k, v in locals().items() if k not in ("self", "sentences", "pool", "device",
                                                                       "chunk_size", "encode_multi_process")}
             return encode_multi_process(self, sentences, pool=pool, devices=device, chunk_size=chunk_size, **kwargs)
-        texts, single = _check_texts(sentences)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        texts, single = check_texts(sentences)
+        check_int("batch_size", batch_size)
         if output_value not in _OUTPUT_VALUES:
             raise ValueError(f"output_value must be one of {_OUTPUT_VALUES}, got {output_value!r}")
         if precision is not None:

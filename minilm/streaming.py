@@ -13,48 +13,23 @@ from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
+from .inputs import InvalidTextError, check_chunk_size, iter_text_chunks
+
 logger = logging.getLogger(__name__)
 
 PROGRESS_SUFFIX = ".progress"
 
 
-def iter_chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
-    """Lists of at most ``size`` texts, drawn lazily from ``texts``; every item is checked to be a str."""
-    _check_iterable(texts)
-    return _iter_chunks(iter(texts), size)
-
-
-def _check_iterable(texts: Any) -> None:
-    # A str is an iterable of characters: embedding each character is never what was meant.
-    if isinstance(texts, (str, bytes, bytearray, dict)) or not isinstance(texts, Iterable):
-        raise TypeError(f"expected an iterable of str, got {type(texts).__name__}")
-
-
-def _iter_chunks(it: Iterator[Any], size: int) -> Iterator[list[str]]:
-    seen = 0
-    while True:
-        chunk = list(itertools.islice(it, size))
-        if not chunk:
-            return
-        for j, t in enumerate(chunk):
-            if not isinstance(t, str):
-                raise TypeError(f"expected every input to be a str; item {seen + j} is {type(t).__name__}: {t!r:.60}")
-        seen += len(chunk)
-        yield chunk
-
-
 def encode_iter(model, texts: Iterable[str], *, chunk_size: Optional[int] = None, pool=None,
                 **encode_kwargs) -> Iterator[Any]:
     """``model.encode`` per chunk of ``texts``, yielded in order (see ``SentenceTransformer.encode_iter``)."""
-    size = model.effective_chunk_size() if chunk_size is None else chunk_size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    size = model.effective_chunk_size() if check_chunk_size(chunk_size) is None else chunk_size
     if "device" in encode_kwargs and isinstance(encode_kwargs["device"], (list, tuple)):
         raise ValueError("encode_iter() takes a pool, not a list of devices: start one with "
                          "model.start_multi_process_pool(devices) and pass pool=...")
     show_progress = bool(encode_kwargs.pop("show_progress_bar", False))
     encode_kwargs["show_progress_bar"] = False
-    chunks = iter_chunks(texts, size)
+    chunks = iter_text_chunks(texts, size)
     return _encode_iter(model, chunks, pool, encode_kwargs, show_progress,
                         len(texts) if hasattr(texts, "__len__") else None)
 
@@ -67,8 +42,13 @@ def _encode_iter(model, chunks, pool, kwargs, show_progress, total) -> Iterator[
         progress = tqdm(total=total, desc="Batches", unit="text")
     try:
         if pool is None:
+            done = 0
             for chunk in chunks:
-                out = model.encode(chunk, **kwargs)
+                try:
+                    out = model.encode(chunk, **kwargs)
+                except InvalidTextError as e:  # the stream's index, not the chunk's
+                    raise e.shifted(done) from None
+                done += len(chunk)
                 if progress is not None:
                     progress.update(len(chunk))
                 yield out
