@@ -6,7 +6,7 @@ The GPU machine has no ``../shared`` and no network, so before a GPU run:
 
 writes ``.gpu_carry/scifact_lengths.json`` (token lengths of the SciFact abstracts under
 the all-MiniLM-L6-v2 tokenizer, full and truncated at 256 / 512) and a copy of the raw
-abstracts, ``.gpu_carry/scifact_abstracts.jsonl``, plus ``sts-dev.tsv`` and a float16 copy of
+abstracts, ``.gpu_carry/scifact_abstracts.jsonl``, plus ``sts-dev.tsv``, ``sts-train.tsv`` and a float16 copy of
 all-MiniLM-L6-v2 (``.gpu_carry/all-MiniLM-L6-v2-fp16``, ~45 MB: the float32 weights would
 not fit the 64 MiB carry) for the end-to-end benchmark. Pass ``.gpu_carry`` in the device
 call's ``carry``.
@@ -59,13 +59,14 @@ def main(argv=None) -> int:
     }
     (args.out / "scifact_lengths.json").write_text(json.dumps(payload))
     shutil.copyfile(args.abstracts, args.out / "scifact_abstracts.jsonl")
-    shutil.copyfile(args.abstracts.parent / "sts-dev.tsv", args.out / "sts-dev.tsv")
+    for name in ("sts-dev.tsv", "sts-train.tsv"):  # short text for the end-to-end benchmarks
+        shutil.copyfile(args.abstracts.parent / name, args.out / name)
     write_fp16_model(args.out / "all-MiniLM-L6-v2-fp16")
     n = len(full)
     print(
         f"wrote {args.out}/scifact_lengths.json ({n} docs; mean {sum(full) / n:.0f} tokens, "
         f"{sum(payload['max256'])} tokens at 256, {sum(payload['max512'])} at 512) "
-        f", scifact_abstracts.jsonl, sts-dev.tsv and all-MiniLM-L6-v2-fp16/"
+        f", scifact_abstracts.jsonl, sts-dev.tsv, sts-train.tsv and all-MiniLM-L6-v2-fp16/"
     )
     return 0
 

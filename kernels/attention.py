@@ -9,6 +9,7 @@ online softmax, so no ``(L, L)`` matrix is ever materialised.
 
 from __future__ import annotations
 
+import inspect
 from typing import Optional
 
 import torch
@@ -175,11 +176,17 @@ if HAS_TRITON:
 
     _AUTOTUNED = {}
 
+    # Timings cached on disk (next to the compiled kernels): a warm start then skips timing
+    # every config again for each new key, which costs ~0.1 s per config per key.
+    _CACHE_RESULTS = (
+        {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
+    )
+
     def _autotuned_kernel(block_d: int):
         fn = _AUTOTUNED.get(block_d)
         if fn is None:
             fn = triton.autotune(
-                configs=_configs(block_d), key=["SEQ_BUCKET", "BLOCK_D", "HAS_BIAS", "IEEE"]
+                configs=_configs(block_d), key=["SEQ_BUCKET", "BLOCK_D", "HAS_BIAS", "IEEE"], **_CACHE_RESULTS
             )(_varlen_attn_fwd_kernel)
             _AUTOTUNED[block_d] = fn
         return fn

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -18,102 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import MPNET_NUM_BUCKETS, EncoderConfig
+from .varlen import VarlenBatch, pad_input, run_blocks, unpad_input
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class VarlenBatch:
-    """A batch of sequences laid end to end.
-
-    input_ids:      (total_tokens,) int64
-    cu_seqlens:     (batch + 1,) int32, cumulative sequence lengths starting at 0
-    max_seqlen:     length of the longest sequence
-    position_ids:   (total_tokens,) int64
-    token_type_ids: (total_tokens,) int64, or None for models without token types
-    attn_bias:      (heads, max_seqlen, max_seqlen) float, added to every sequence's attention
-                    scores (MPNet's relative position bias), or None; set by the Encoder
-    """
-
-    input_ids: Tensor
-    cu_seqlens: Tensor
-    max_seqlen: int
-    position_ids: Tensor
-    token_type_ids: Optional[Tensor] = None
-    attn_bias: Optional[Tensor] = None
-    _pad_index: Optional[Tensor] = None
-    _key_mask: Optional[Tensor] = None
-    _runs: Optional[list] = None
-
-    @property
-    def batch_size(self) -> int:
-        return self.cu_seqlens.numel() - 1
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_ids.numel()
-
-    def seqlens(self) -> Tensor:
-        return (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).long()
-
-    def pad_index(self) -> Tensor:
-        """(total_tokens,) int64: row of each token in the padded ``(batch * max_seqlen)`` layout."""
-        if self._pad_index is None:
-            seqlens = self.seqlens()
-            starts = torch.repeat_interleave(self.cu_seqlens[:-1].long(), seqlens)
-            seq_ids = torch.repeat_interleave(torch.arange(self.batch_size, device=seqlens.device), seqlens)
-            pos = torch.arange(self.total_tokens, device=seqlens.device) - starts
-            self._pad_index = seq_ids * self.max_seqlen + pos
-        return self._pad_index
-
-    def length_runs(self) -> list[tuple[int, int, int]]:
-        """See :func:`length_runs`; cached per batch."""
-        if self._runs is None:
-            self._runs = length_runs(self.seqlens().tolist())
-        return self._runs
-
-    def key_mask(self) -> Tensor:
-        """(batch, 1, 1, max_seqlen) bool: True where a key is a real token."""
-        if self._key_mask is None:
-            ar = torch.arange(self.max_seqlen, device=self.cu_seqlens.device)
-            self._key_mask = (ar[None, :] < self.seqlens()[:, None]).view(self.batch_size, 1, 1, self.max_seqlen)
-        return self._key_mask
-
-
-def length_runs(seqlens: list[int]) -> list[tuple[int, int, int]]:
-    """Maximal runs of consecutive sequences of equal length, as
-    ``(first_token, num_sequences, length)``. In a length-sorted batch each run is a dense
-    ``(num_sequences, length)`` block of the token layout, so attention over it needs no
-    padding and no mask, and per-sequence reductions need no scatter."""
-    runs: list[tuple[int, int, int]] = []
-    start = 0
-    for n in seqlens:
-        if runs and runs[-1][2] == n:
-            t0, g, _ = runs[-1]
-            runs[-1] = (t0, g + 1, n)
-        else:
-            runs.append((start, 1, n))
-        start += n
-    return runs
-
-
-def make_varlen_batch(sequences: list[list[int]], position_offset: int = 0,
-                      type_ids: list[list[int]] | None = None, with_token_types: bool = True) -> VarlenBatch:
-    """Build a :class:`VarlenBatch` on CPU from token-id lists; position ids count from
-    ``position_offset`` in every sequence."""
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int32)
-    cu = torch.zeros(len(sequences) + 1, dtype=torch.int32)
-    torch.cumsum(lengths, 0, out=cu[1:])
-    input_ids = torch.tensor([t for s in sequences for t in s], dtype=torch.int64)
-    starts = torch.repeat_interleave(cu[:-1].long(), lengths.long())  # (total_tokens,) first token of each token's sequence
-    positions = torch.arange(input_ids.numel()) - starts + position_offset
-    token_types = None
-    if with_token_types:
-        if type_ids is None:
-            token_types = torch.zeros_like(input_ids)
-        else:
-            token_types = torch.tensor([t for s in type_ids for t in s], dtype=torch.int64)
-    return VarlenBatch(input_ids, cu, int(lengths.max()) if len(sequences) else 0, positions, token_types)
 
 
 _ACTIVATIONS = {
@@ -151,6 +58,11 @@ class Embeddings(nn.Module):
         return self.norm(x)
 
 
+# The attention paths, one per backend; the engine picks the backend once per device and
+# dtype (see minilm.engine.choose_backend) and passes it down explicitly.
+BACKENDS = ("sdpa_runs", "sdpa_padded", "triton")
+
+
 class Attention(nn.Module):
     """Multi-head self-attention within each sequence of a varlen batch."""
 
@@ -161,26 +73,25 @@ class Attention(nn.Module):
         # One (3 * hidden, hidden) matmul instead of three: fewer, larger GEMMs.
         self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
         self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.use_triton = False
 
-    def forward(self, x: Tensor, batch: VarlenBatch) -> Tensor:
+    def forward(self, x: Tensor, batch: VarlenBatch, backend: str) -> Tensor:
         T, H = x.shape
         qkv = self.qkv(x).view(T, 3, self.num_heads, self.head_dim)  # (total_tokens, 3, heads, head_dim)
-        if self.use_triton:
+        if backend == "triton":
             from .kernels.attention import varlen_attention
 
             q, k, v = qkv.unbind(1)  # strided views, no copy
             # validate=False: checking cu_seqlens' values would sync the GPU every layer.
             o = varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, bias=batch.attn_bias,
                                  backend="triton", validate=False)
-        elif qkv.device.type == "cpu":
-            o = run_sdpa(qkv, batch, bias=batch.attn_bias)
+        elif backend == "sdpa_runs":
+            o = sdpa_per_run(qkv, batch, bias=batch.attn_bias)
         else:
             o = padded_sdpa(qkv, batch, bias=batch.attn_bias)
         return self.out(o.reshape(T, H))
 
 
-def run_sdpa(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None) -> Tensor:
+def sdpa_per_run(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None) -> Tensor:
     """Attention through SDPA, one call per run of equal-length sequences (the CPU path).
 
     qkv: (total_tokens, 3, heads, head_dim) -> (total_tokens, heads, head_dim)
@@ -193,10 +104,11 @@ def run_sdpa(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None) -> 
     T, _, nh, hd = qkv.shape
     runs = batch.length_runs()
     out = None if len(runs) == 1 else qkv.new_empty(T, nh, hd)
-    for t0, g, n in runs:
+    for t0, _, block in run_blocks(qkv, runs):  # block: (g, n, 3, heads, head_dim)
+        g, n = block.shape[:2]
         if n == 0:
             continue
-        q, k, v = qkv[t0:t0 + g * n].view(g, n, 3, nh, hd).permute(2, 0, 3, 1, 4)  # each (g, heads, n, head_dim)
+        q, k, v = block.permute(2, 0, 3, 1, 4)  # each (g, heads, n, head_dim)
         mask = None if bias is None else bias[:, :n, :n]
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)  # (g, n, heads, head_dim)
         if out is None:
@@ -213,19 +125,17 @@ def padded_sdpa(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None) 
     """
     T, _, nh, hd = qkv.shape
     B, L = batch.batch_size, batch.max_seqlen
-    if B == 1 or bool((batch.seqlens() == L).all()):
-        # Every sequence is full length: the padded layout is a plain view, no mask needed.
+    if B * L == T:
+        # Every sequence is full length (no sequence exceeds L, so only then do they fill
+        # B * L): the padded layout is a plain view, no mask needed. Decided from host ints;
+        # reading the lengths would sync the GPU.
         q, k, v = qkv.view(B, L, 3, nh, hd).permute(2, 0, 3, 1, 4)  # each (B, heads, L, head_dim)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return o.transpose(1, 2).reshape(T, nh, hd)
-    idx = batch.pad_index()
-    padded = qkv.new_zeros(B * L, 3, nh, hd)
-    padded.index_copy_(0, idx, qkv)
-    q, k, v = padded.view(B, L, 3, nh, hd).permute(2, 0, 3, 1, 4)  # each (B, heads, L, head_dim)
+    q, k, v = pad_input(qkv, batch).permute(2, 0, 3, 1, 4)  # each (B, heads, L, head_dim)
     mask = batch.key_mask() if bias is None else _masked_bias(bias, batch.key_mask())
     o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    o = o.transpose(1, 2).reshape(B * L, nh, hd)  # (B * L, heads, head_dim)
-    return o.index_select(0, idx)
+    return unpad_input(o.transpose(1, 2), batch)  # (total_tokens, heads, head_dim)
 
 
 def _masked_bias(bias: Tensor, key_mask: Tensor) -> Tensor:
@@ -299,18 +209,18 @@ class Layer(nn.Module):
         self.attn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.mlp = MLP(cfg)
         self.mlp_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.use_triton = False
 
-    def _add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
-        if self.use_triton:
+    @staticmethod
+    def _add_norm(x: Tensor, residual: Tensor, norm: nn.LayerNorm, backend: str) -> Tensor:
+        if backend == "triton":
             from .kernels.layernorm import add_layer_norm
 
             return add_layer_norm(x, residual, norm.weight, norm.bias, norm.eps, backend="triton")
         return norm(x + residual)
 
-    def forward(self, x: Tensor, batch: VarlenBatch) -> Tensor:
-        x = self._add_norm(self.attn(x, batch), x, self.attn_norm)  # (total_tokens, hidden)
-        return self._add_norm(self.mlp(x), x, self.mlp_norm)
+    def forward(self, x: Tensor, batch: VarlenBatch, backend: str) -> Tensor:
+        x = self._add_norm(self.attn(x, batch, backend), x, self.attn_norm, backend)  # (total_tokens, hidden)
+        return self._add_norm(self.mlp(x), x, self.mlp_norm, backend)
 
 
 class Encoder(nn.Module):
@@ -321,18 +231,14 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
         self.position_bias = RelativePositionBias(cfg) if cfg.relative_attention_num_buckets else None
 
-    def set_triton(self, enabled: bool) -> None:
-        """Route attention and residual+LayerNorm through the Triton kernels (CUDA only)."""
-        for layer in self.layers:
-            layer.use_triton = enabled
-            layer.attn.use_triton = enabled
-
-    def forward(self, batch: VarlenBatch) -> Tensor:
-        """batch -> last hidden state, (total_tokens, hidden)."""
+    def forward(self, batch: VarlenBatch, backend: str = "sdpa_runs") -> Tensor:
+        """batch -> last hidden state, (total_tokens, hidden). ``backend`` is one of
+        :data:`BACKENDS`: the attention and residual+LayerNorm path."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if self.position_bias is not None:
             batch = replace(batch, attn_bias=self.position_bias(batch.max_seqlen))
         x = self.embeddings(batch)
         for layer in self.layers:
-            x = layer(x, batch)
+            x = layer(x, batch, backend)
         return x
-

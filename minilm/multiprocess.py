@@ -4,7 +4,9 @@ sentence-transformers 6.x semantics, with failures made loud:
 
 * Workers are spawned (never forked: a forked CUDA or OpenMP runtime is unsafe) and load the
   model themselves from the parent's resolved local folder with the parent's settings, passed as
-  a small picklable :class:`WorkerSpec` rather than the module's weights.
+  a small picklable :class:`~minilm.engine.EngineSpec` rather than the module's weights.
+  Each call's settings travel as a resolved :class:`~minilm.engine.EncodeRequest`, so
+  workers run exactly the parent's ``encode``.
 * Each worker has its own duplex pipe and at most one chunk in flight. The parent waits on the
   pipes and the process sentinels together, so a worker that dies (even by SIGKILL, even halfway
   through sending a result) is noticed at once instead of leaving the caller blocked on a shared
@@ -30,14 +32,15 @@ import threading
 import time
 import traceback
 import weakref
-from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import wait as mp_wait
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
-from .inputs import InvalidTextError, check_chunk_size, check_device_list, check_texts
+from .engine import EncodeRequest, EngineSpec
+from .inputs import InvalidTextError, check_chunk_size, check_device_list
+from .outputs import empty_output
 
 logger = logging.getLogger(__name__)
 
@@ -52,52 +55,6 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not Linux
         return max(1, os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """Everything a worker needs to rebuild the parent's model: picklable and a few hundred bytes."""
-
-    model_path: str
-    dtype: str
-    max_seq_length: int
-    prompts: dict = field(default_factory=dict)
-    default_prompt_name: Optional[str] = None
-    truncate_dim: Optional[int] = None
-    similarity_fn_name: str = "cosine"
-    max_batch_tokens: Optional[int] = None
-    chunk_size: Optional[int] = None
-
-    @classmethod
-    def from_model(cls, model) -> "WorkerSpec":
-        return cls(
-            model_path=str(model.model_path),
-            dtype=str(model.dtype).replace("torch.", ""),
-            max_seq_length=model.max_seq_length,
-            prompts=dict(model.prompts),
-            default_prompt_name=model.default_prompt_name,
-            truncate_dim=model.truncate_dim,
-            similarity_fn_name=model.similarity_fn_name,
-            max_batch_tokens=model.max_batch_tokens,
-            chunk_size=model.chunk_size,
-        )
-
-    def differences(self, other: "WorkerSpec") -> dict[str, tuple[Any, Any]]:
-        a, b = asdict(self), asdict(other)
-        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
-
-    def build(self, device: str):
-        from .sentence_transformer import SentenceTransformer
-
-        model = SentenceTransformer(
-            self.model_path, device=device, dtype=self.dtype, prompts=self.prompts,
-            default_prompt_name=self.default_prompt_name, truncate_dim=self.truncate_dim,
-            similarity_fn_name=self.similarity_fn_name, max_batch_tokens=self.max_batch_tokens,
-            local_files_only=True,
-        )
-        model.max_seq_length = self.max_seq_length
-        model.chunk_size = self.chunk_size
-        return model
 
 
 # ---------------------------------------------------------------------------------- worker side
@@ -124,7 +81,7 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-def _worker_main(index: int, spec: WorkerSpec, device: str, threads: int, conn) -> None:
+def _worker_main(index: int, spec: EngineSpec, device: str, threads: int, conn) -> None:
     # Ctrl-C reaches the whole process group; the parent decides what happens to its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
@@ -133,7 +90,7 @@ def _worker_main(index: int, spec: WorkerSpec, device: str, threads: int, conn) 
         conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
 
     try:
-        model = spec.build(device)
+        engine = spec.build(device)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
         send(("fatal", None, None, _describe(e)))
         conn.close()
@@ -146,9 +103,9 @@ def _worker_main(index: int, spec: WorkerSpec, device: str, threads: int, conn) 
             return
         if task is None:
             return
-        job, chunk_id, texts, kwargs = task
+        job, chunk_id, texts, request = task
         try:
-            msg = ("result", job, chunk_id, pickle.dumps(_to_cpu(model.encode(texts, **kwargs)),
+            msg = ("result", job, chunk_id, pickle.dumps(_to_cpu(engine.encode(texts, request)),
                                                          protocol=pickle.HIGHEST_PROTOCOL))
         except Exception as e:  # noqa: BLE001 - reported to the parent, which raises
             logger.debug("worker %d failed on chunk %d", index, chunk_id, exc_info=True)
@@ -194,7 +151,7 @@ class MultiProcessPool(dict):
     wait for each other.
     """
 
-    def __init__(self, spec: WorkerSpec, devices: Sequence[str]):
+    def __init__(self, spec: EngineSpec, devices: Sequence[str]):
         super().__init__()
         ctx = mp.get_context("spawn")
         cores = available_cores()
@@ -312,15 +269,15 @@ class MultiProcessPool(dict):
             raise self._fail("; ".join(self._death_reason(i) for i in sorted(set(dead))))
         return out
 
-    def imap(self, chunks: Iterable[list[str]], kwargs: dict, progress=None) -> Iterator[Any]:
-        """Embed each chunk with ``encode(chunk, **kwargs)`` on some worker; yields results in order."""
+    def imap(self, chunks: Iterable[list[str]], request: EncodeRequest, progress=None) -> Iterator[Any]:
+        """Embed each chunk as ``request`` says on some worker; yields results in order."""
         if self._closed:
             raise RuntimeError(f"This pool is {'broken: ' + self.broken if self.broken else 'stopped'}; "
                                "start a new one with start_multi_process_pool()")
         with self._lock:
-            yield from self._imap(iter(chunks), kwargs, progress)
+            yield from self._imap(iter(chunks), request, progress)
 
-    def _imap(self, chunks: Iterator[list[str]], kwargs: dict, progress) -> Iterator[Any]:
+    def _imap(self, chunks: Iterator[list[str]], request: EncodeRequest, progress) -> Iterator[Any]:
         job = next(self._jobs)
         n = len(self._processes)
         max_ahead = _AHEAD_PER_WORKER * n
@@ -340,7 +297,7 @@ class MultiProcessPool(dict):
                         exhausted = True
                         break
                     try:
-                        self._conns[i].send((job, next_id, chunk, kwargs))
+                        self._conns[i].send((job, next_id, chunk, request))
                     except (BrokenPipeError, ConnectionResetError, EOFError):
                         raise self._fail(self._death_reason(i)) from None
                     self._busy[i] = (job, next_id)
@@ -396,9 +353,9 @@ def default_devices() -> list[str]:
     return ["cpu"] * min(4, available_cores())
 
 
-def start_pool(model, target_devices: Optional[Sequence[str]] = None) -> MultiProcessPool:
+def start_pool(spec: EngineSpec, target_devices: Optional[Sequence[str]] = None) -> MultiProcessPool:
     devices = default_devices() if target_devices is None else check_device_list(target_devices)
-    return MultiProcessPool(WorkerSpec.from_model(model), devices)
+    return MultiProcessPool(spec, devices)
 
 
 def stop_pool(pool: Any) -> None:
@@ -407,15 +364,19 @@ def stop_pool(pool: Any) -> None:
     pool.close()
 
 
-def _check_pool_matches(pool: MultiProcessPool, model) -> None:
-    diff = pool.spec.differences(WorkerSpec.from_model(model))
+def check_pool(pool: Any, spec: EngineSpec) -> "MultiProcessPool":
+    """``pool`` is a pool from start_multi_process_pool() for an engine like ``spec``."""
+    if not isinstance(pool, MultiProcessPool):
+        raise TypeError(f"pool must come from start_multi_process_pool(), got {type(pool).__name__}")
+    diff = pool.spec.differences(spec)
     if diff:
         detail = ", ".join(f"{k}: pool {a!r}, model {b!r}" for k, (a, b) in diff.items())
         raise ValueError(f"The pool was started for a model with other settings ({detail}); its results would "
                          "differ from this model's. Start a new pool after changing the model.")
+    return pool
 
 
-def _concat(parts: list[Any]) -> Any:
+def concat(parts: list[Any]) -> Any:
     if all(isinstance(p, np.ndarray) for p in parts):
         return np.concatenate(parts)
     if all(isinstance(p, torch.Tensor) for p in parts):
@@ -423,46 +384,30 @@ def _concat(parts: list[Any]) -> Any:
     return [x for p in parts for x in p]
 
 
-def encode_multi_process(model, sentences: Any, *, pool: Optional[MultiProcessPool], devices: Any,
-                         chunk_size: Optional[int], **encode_kwargs) -> Any:
-    """``encode`` over a pool (or a temporary pool on ``devices``); same result as in one process."""
+def encode_multi_process(spec: EngineSpec, texts: list[str], request: EncodeRequest, *,
+                         pool: Optional[MultiProcessPool], devices: Any, chunk_size: Optional[int],
+                         progress=None) -> Any:
+    """``texts`` embedded as ``request`` says over a pool (or a temporary pool on ``devices``)
+    of engines built from ``spec``; the same result as in one process. ``progress`` (a tqdm
+    bar or None) advances as chunks come back."""
     check_chunk_size(chunk_size)
-    if pool is not None and not isinstance(pool, MultiProcessPool):
-        raise TypeError(f"pool must come from start_multi_process_pool(), got {type(pool).__name__}")
-    if pool is None:
+    if pool is not None:
+        check_pool(pool, spec)
+    else:
         devices = check_device_list(devices)
-    texts, single = check_texts(sentences)
-    show_progress = encode_kwargs.pop("show_progress_bar", None)
-    if show_progress is None:
-        show_progress = logger.getEffectiveLevel() <= logging.INFO
-    worker_kwargs = {**encode_kwargs, "show_progress_bar": False}
-    # Validates every argument here, in the caller, and is the right answer for no input.
-    empty = model.encode([], **worker_kwargs)
     if not texts:
-        return empty
-
+        # The right empty answer for this request, without starting anything.
+        return empty_output(request.convert_to_numpy, request.convert_to_tensor, torch.device("cpu"))
     own = pool is None
     if own:
-        pool = start_pool(model, devices)
-    else:
-        _check_pool_matches(pool, model)
+        pool = start_pool(spec, devices)
     try:
         n_workers = len(pool.devices)
         if chunk_size is None:
             chunk_size = max(1, min(math.ceil(len(texts) / n_workers / 10), 5000))
         chunks = (texts[i:i + chunk_size] for i in range(0, len(texts), chunk_size))
-        progress = None
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=len(texts), desc="Batches", unit="text")
-        try:
-            parts = list(pool.imap(chunks, worker_kwargs, progress))
-        finally:
-            if progress is not None:
-                progress.close()
+        parts = list(pool.imap(chunks, request, progress))
     finally:
         if own:
             pool.close()
-    result = _concat(parts)
-    return result[0] if single else result
+    return concat(parts)

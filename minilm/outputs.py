@@ -70,3 +70,27 @@ def empty_output(convert_to_numpy: bool, convert_to_tensor: bool, device: torch.
     if convert_to_tensor:
         return torch.tensor([], device=device)
     return np.array([]) if convert_to_numpy else []
+
+
+def format_output(request, sentence_out: Optional[Tensor], token_out: list[Tensor], ids: list[list[int]],
+                  device: torch.device, with_token_types: bool) -> Any:
+    """The result of one ``encode`` call (a list of texts) in the form ``request`` asks for.
+
+    ``sentence_out`` is ``(N, D)`` (on the host when numpy was asked for), ``token_out`` the
+    per-text ``(n_tokens, H)`` tensors, ``ids`` the per-text token ids (for feature dicts).
+    """
+    n = len(token_out) if sentence_out is None else sentence_out.shape[0]
+    if n == 0:
+        return empty_output(request.convert_to_numpy, request.convert_to_tensor, device)
+    if request.output_value is None:
+        return feature_dicts(ids, token_out, sentence_out, with_token_types, request.prompt_length)
+    if request.precision not in (None, "float32"):
+        return quantized_output(token_out if request.output_value == "token_embeddings" else sentence_out,
+                                request.precision, request.convert_to_numpy, request.convert_to_tensor)
+    if request.output_value == "token_embeddings":
+        return token_out
+    if request.convert_to_numpy:
+        return (sentence_out.float() if sentence_out.dtype == torch.bfloat16 else sentence_out).numpy()
+    if request.convert_to_tensor:
+        return sentence_out
+    return list(sentence_out.unbind(0))

@@ -14,13 +14,13 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .model import length_runs
+from .varlen import length_runs, run_blocks
 
 # The order legacy ``pooling_mode_*`` flags are concatenated in; a 6.x ``pooling_mode`` list
 # is concatenated in the order it is written.
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 
-_LEGACY_KEYS = {
+LEGACY_POOLING_KEYS = {
     "pooling_mode_cls_token": "cls",
     "pooling_mode_max_tokens": "max",
     "pooling_mode_mean_tokens": "mean",
@@ -36,7 +36,7 @@ def modes_from_config(cfg: dict) -> tuple[tuple[str, ...], bool]:
         raw = cfg["pooling_mode"]
         modes = (raw,) if isinstance(raw, str) else tuple(raw)
     else:
-        modes = tuple(mode for key, mode in _LEGACY_KEYS.items() if cfg.get(key, False))
+        modes = tuple(mode for key, mode in LEGACY_POOLING_KEYS.items() if cfg.get(key, False))
         if not modes:
             modes = ("mean",)
     for m in modes:
@@ -53,32 +53,39 @@ def _segment_sum(x: Tensor, seqlens: list[int], acc: torch.dtype, skip: int = 0,
     sequence's sum never depends on its neighbours (batch invariance). ``weights`` (n_max,)
     multiplies token ``i`` of every sequence by ``weights[i]``.
     """
-    W = x.shape[1]
-    out = x.new_zeros(len(seqlens), W, dtype=acc)
-    b = 0
-    for t0, g, n in length_runs(seqlens):
+    out = x.new_zeros(len(seqlens), x.shape[1], dtype=acc)
+    for _, b, block in run_blocks(x, length_runs(seqlens)):  # block: (g, n, W)
+        g, n = block.shape[:2]
         if n > skip:
-            block = x[t0:t0 + g * n].view(g, n, W)[:, skip:].to(acc)  # (g, n - skip, W)
+            block = block[:, skip:].to(acc)  # (g, n - skip, W)
             if weights is not None:
                 block = block * weights[skip:n, None]
             out[b:b + g] = block.sum(1)
-        b += g
     return out
 
 
-def pool(hidden: Tensor, cu_seqlens: Tensor, modes: Sequence[str], prompt_length: int = 0) -> Tensor:
+def pool(hidden: Tensor, cu_seqlens: Tensor, modes: Sequence[str], prompt_length: int = 0,
+         backend: str = "torch", seqlens: Sequence[int] | None = None) -> Tensor:
     """hidden (total_tokens, H), cu_seqlens (B + 1,) -> (B, len(modes) * H).
+
+    ``seqlens``: the sequence lengths as host ints, when the caller has them; otherwise they
+    are read back from ``cu_seqlens`` (a host sync on CUDA).
 
     Outputs are concatenated in the order of ``modes``.
     Float16/bfloat16 inputs are accumulated in float32 for the mean variants, as
-    sentence-transformers does, and cast back.
+    sentence-transformers does, and cast back. ``backend="triton"`` runs plain mean pooling
+    (the common case) as one Triton kernel; every other case takes the PyTorch path.
     """
+    if backend == "triton" and tuple(modes) == ("mean",):
+        from .kernels.pooling import varlen_mean_pool
+
+        return varlen_mean_pool(hidden, cu_seqlens, skip_first=prompt_length, backend="triton", validate=False)
     T, H = hidden.shape
     B = cu_seqlens.numel() - 1
     device = hidden.device
     cu = cu_seqlens.long()
     seqlens_t = cu[1:] - cu[:-1]  # (B,)
-    seqlens = seqlens_t.tolist()
+    seqlens = list(seqlens) if seqlens is not None else seqlens_t.tolist()
     counts = (seqlens_t - prompt_length).clamp(min=0) if prompt_length else seqlens_t
 
     acc = torch.float32 if hidden.dtype in (torch.float16, torch.bfloat16) else hidden.dtype
@@ -95,11 +102,9 @@ def pool(hidden: Tensor, cu_seqlens: Tensor, modes: Sequence[str], prompt_length
             out.append(torch.where((counts > 0)[:, None], v, torch.zeros_like(v)))
         elif mode == "max":
             m = torch.full((B, H), float("-inf"), device=device, dtype=hidden.dtype)
-            b = 0
-            for t0, g, n in length_runs(seqlens):
-                if n > prompt_length:
-                    m[b:b + g] = hidden[t0:t0 + g * n].view(g, n, H)[:, prompt_length:].amax(1)
-                b += g
+            for _, b, block in run_blocks(hidden, length_runs(seqlens)):  # block: (g, n, H)
+                if block.shape[1] > prompt_length:
+                    m[b:b + block.shape[0]] = block[:, prompt_length:].amax(1)
             out.append(m)
         elif mode in ("mean", "mean_sqrt_len_tokens"):
             if mean_sum is None:

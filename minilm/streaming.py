@@ -13,53 +13,31 @@ from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
-from .inputs import InvalidTextError, check_chunk_size, iter_text_chunks
+from .inputs import InvalidTextError
+from .multiprocess import check_pool
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_SUFFIX = ".progress"
 
 
-def encode_iter(model, texts: Iterable[str], *, chunk_size: Optional[int] = None, pool=None,
-                **encode_kwargs) -> Iterator[Any]:
-    """``model.encode`` per chunk of ``texts``, yielded in order (see ``SentenceTransformer.encode_iter``)."""
-    size = model.effective_chunk_size() if check_chunk_size(chunk_size) is None else chunk_size
-    if "device" in encode_kwargs and isinstance(encode_kwargs["device"], (list, tuple)):
-        raise ValueError("encode_iter() takes a pool, not a list of devices: start one with "
-                         "model.start_multi_process_pool(devices) and pass pool=...")
-    show_progress = bool(encode_kwargs.pop("show_progress_bar", False))
-    encode_kwargs["show_progress_bar"] = False
-    chunks = iter_text_chunks(texts, size)
-    return _encode_iter(model, chunks, pool, encode_kwargs, show_progress,
-                        len(texts) if hasattr(texts, "__len__") else None)
-
-
-def _encode_iter(model, chunks, pool, kwargs, show_progress, total) -> Iterator[Any]:
-    progress = None
-    if show_progress:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=total, desc="Batches", unit="text")
+def encode_chunks(engine, chunks: Iterator[list[str]], request, *, pool=None, spec=None,
+                  progress=None) -> Iterator[Any]:
+    """``engine.encode`` per chunk (or ``pool``'s workers, built from ``spec``), results yielded
+    in order (see ``SentenceTransformer.encode_iter``). The generator owns ``progress`` (a
+    tqdm bar or None) and closes it when it ends."""
     try:
         if pool is None:
             done = 0
             for chunk in chunks:
                 try:
-                    out = model.encode(chunk, **kwargs)
+                    out = engine.encode(chunk, request, progress)
                 except InvalidTextError as e:  # the stream's index, not the chunk's
                     raise e.shifted(done) from None
                 done += len(chunk)
-                if progress is not None:
-                    progress.update(len(chunk))
                 yield out
         else:
-            from .multiprocess import MultiProcessPool, _check_pool_matches
-
-            if not isinstance(pool, MultiProcessPool):
-                raise TypeError(f"pool must come from start_multi_process_pool(), got {type(pool).__name__}")
-            _check_pool_matches(pool, model)
-            model.encode([], **kwargs)  # validate the arguments here rather than in every worker
-            yield from pool.imap(chunks, kwargs, progress)
+            yield from check_pool(pool, spec).imap(chunks, request, progress)
     finally:
         if progress is not None:
             progress.close()

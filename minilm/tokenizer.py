@@ -106,6 +106,18 @@ class TextTokenizer:
         return frozenset(i for i, t in added.items() if getattr(t, "special", False))
 
     @property
+    def pad_id(self) -> int:
+        """The padding token's id: the tokenizer's own padding setting, else its [PAD]/<pad>."""
+        padding = self._base.padding
+        if padding and "pad_id" in padding:
+            return int(padding["pad_id"])
+        for tok in ("[PAD]", "<pad>"):
+            i = self._base.token_to_id(tok)
+            if i is not None:
+                return i
+        return 0
+
+    @property
     def max_length(self) -> int:
         return self._max_length
 

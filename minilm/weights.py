@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -90,67 +91,72 @@ def _find_prefix(keys: Iterable[str], anchor: str) -> str:
     return hits[0]
 
 
-def bert_name_map(cfg: EncoderConfig, prefix: str) -> dict[str, list[str]]:
-    """Our parameter name -> the checkpoint key(s) it is built from (several keys are
-    concatenated along dim 0, which is how Q, K and V become one fused projection)."""
-    p = prefix
-    m = _embedding_names(p, cfg)
-    for i in range(cfg.num_hidden_layers):
-        src, dst = f"{p}encoder.layer.{i}.", f"layers.{i}."
-        for kind in ("weight", "bias"):
-            m[f"{dst}attn.qkv.{kind}"] = [f"{src}attention.self.{n}.{kind}" for n in ("query", "key", "value")]
-            m[f"{dst}attn.out.{kind}"] = [f"{src}attention.output.dense.{kind}"]
-            m[f"{dst}attn_norm.{kind}"] = [f"{src}attention.output.LayerNorm.{kind}"]
-            m[f"{dst}mlp.up.{kind}"] = [f"{src}intermediate.dense.{kind}"]
-            m[f"{dst}mlp.down.{kind}"] = [f"{src}output.dense.{kind}"]
-            m[f"{dst}mlp_norm.{kind}"] = [f"{src}output.LayerNorm.{kind}"]
-    return m
+# One flat table per family: our module name -> the checkpoint module name(s) it is built
+# from, ``{}`` standing for the layer number. Each entry covers the module's parameters
+# (``.weight``, and ``.bias`` where it has one). Several names are concatenated along dim 0:
+# that is how Q, K and V become one fused projection. Checkpoint names get the family's
+# prefix ("bert.", "roberta.", ... or none) in front.
+_EMBEDDINGS = {
+    "embeddings.word": "embeddings.word_embeddings",
+    "embeddings.position": "embeddings.position_embeddings",
+    "embeddings.token_type": "embeddings.token_type_embeddings",
+    "embeddings.norm": "embeddings.LayerNorm",
+}
+BERT = {
+    **_EMBEDDINGS,
+    "layers.{}.attn.qkv": tuple(f"encoder.layer.{{}}.attention.self.{n}" for n in ("query", "key", "value")),
+    "layers.{}.attn.out": "encoder.layer.{}.attention.output.dense",
+    "layers.{}.attn_norm": "encoder.layer.{}.attention.output.LayerNorm",
+    "layers.{}.mlp.up": "encoder.layer.{}.intermediate.dense",
+    "layers.{}.mlp.down": "encoder.layer.{}.output.dense",
+    "layers.{}.mlp_norm": "encoder.layer.{}.output.LayerNorm",
+}
+# DistilBERT: BERT's post-LN layer under other names, no token-type embeddings.
+DISTILBERT = {
+    **_EMBEDDINGS,
+    "layers.{}.attn.qkv": tuple(f"transformer.layer.{{}}.attention.{n}" for n in ("q_lin", "k_lin", "v_lin")),
+    "layers.{}.attn.out": "transformer.layer.{}.attention.out_lin",
+    "layers.{}.attn_norm": "transformer.layer.{}.sa_layer_norm",
+    "layers.{}.mlp.up": "transformer.layer.{}.ffn.lin1",
+    "layers.{}.mlp.down": "transformer.layer.{}.ffn.lin2",
+    "layers.{}.mlp_norm": "transformer.layer.{}.output_layer_norm",
+}
+# MPNet: BERT's layer with q/k/v/o names, plus the relative position bias table that every
+# layer shares.
+MPNET = {
+    **_EMBEDDINGS,
+    "position_bias.table": "encoder.relative_attention_bias",
+    "layers.{}.attn.qkv": tuple(f"encoder.layer.{{}}.attention.attn.{n}" for n in ("q", "k", "v")),
+    "layers.{}.attn.out": "encoder.layer.{}.attention.attn.o",
+    "layers.{}.attn_norm": "encoder.layer.{}.attention.LayerNorm",
+    "layers.{}.mlp.up": "encoder.layer.{}.intermediate.dense",
+    "layers.{}.mlp.down": "encoder.layer.{}.output.dense",
+    "layers.{}.mlp_norm": "encoder.layer.{}.output.LayerNorm",
+}
+# RoBERTa, XLM-R and CamemBERT checkpoints use BERT's tensor names.
+WEIGHT_MAPS: dict[str, dict[str, str | tuple[str, ...]]] = {
+    "bert": BERT, "roberta": BERT, "xlm-roberta": BERT, "camembert": BERT,
+    "distilbert": DISTILBERT,
+    "mpnet": MPNET,
+}
+_LAYER_NUMBER = re.compile(r"\.(\d+)\.")
 
 
-def _embedding_names(p: str, cfg: EncoderConfig) -> dict[str, list[str]]:
-    m = {
-        "embeddings.word.weight": [f"{p}embeddings.word_embeddings.weight"],
-        "embeddings.position.weight": [f"{p}embeddings.position_embeddings.weight"],
-        "embeddings.norm.weight": [f"{p}embeddings.LayerNorm.weight"],
-        "embeddings.norm.bias": [f"{p}embeddings.LayerNorm.bias"],
-    }
-    if cfg.type_vocab_size > 0:
-        m["embeddings.token_type.weight"] = [f"{p}embeddings.token_type_embeddings.weight"]
-    return m
-
-
-def distilbert_name_map(cfg: EncoderConfig, prefix: str) -> dict[str, list[str]]:
-    """DistilBERT: BERT's post-LN layer under other names, no token-type embeddings."""
-    p = prefix
-    m = _embedding_names(p, cfg)
-    for i in range(cfg.num_hidden_layers):
-        src, dst = f"{p}transformer.layer.{i}.", f"layers.{i}."
-        for kind in ("weight", "bias"):
-            m[f"{dst}attn.qkv.{kind}"] = [f"{src}attention.{n}.{kind}" for n in ("q_lin", "k_lin", "v_lin")]
-            m[f"{dst}attn.out.{kind}"] = [f"{src}attention.out_lin.{kind}"]
-            m[f"{dst}attn_norm.{kind}"] = [f"{src}sa_layer_norm.{kind}"]
-            m[f"{dst}mlp.up.{kind}"] = [f"{src}ffn.lin1.{kind}"]
-            m[f"{dst}mlp.down.{kind}"] = [f"{src}ffn.lin2.{kind}"]
-            m[f"{dst}mlp_norm.{kind}"] = [f"{src}output_layer_norm.{kind}"]
-    return m
-
-
-def mpnet_name_map(cfg: EncoderConfig, prefix: str) -> dict[str, list[str]]:
-    """MPNet: BERT's layer with q/k/v/o names, plus the relative position bias table that
-    every layer shares."""
-    p = prefix
-    m = _embedding_names(p, cfg)
-    m["position_bias.table.weight"] = [f"{p}encoder.relative_attention_bias.weight"]
-    for i in range(cfg.num_hidden_layers):
-        src, dst = f"{p}encoder.layer.{i}.", f"layers.{i}."
-        for kind in ("weight", "bias"):
-            m[f"{dst}attn.qkv.{kind}"] = [f"{src}attention.attn.{n}.{kind}" for n in ("q", "k", "v")]
-            m[f"{dst}attn.out.{kind}"] = [f"{src}attention.attn.o.{kind}"]
-            m[f"{dst}attn_norm.{kind}"] = [f"{src}attention.LayerNorm.{kind}"]
-            m[f"{dst}mlp.up.{kind}"] = [f"{src}intermediate.dense.{kind}"]
-            m[f"{dst}mlp.down.{kind}"] = [f"{src}output.dense.{kind}"]
-            m[f"{dst}mlp_norm.{kind}"] = [f"{src}output.LayerNorm.{kind}"]
-    return m
+def name_map(param_names: Iterable[str], model_type: str, prefix: str) -> dict[str, list[str]]:
+    """Our parameter name -> the checkpoint key(s) it is built from, for every name in
+    ``param_names``. A parameter the family's table does not cover is a bug in the table."""
+    table = WEIGHT_MAPS[model_type]
+    out: dict[str, list[str]] = {}
+    for ours in param_names:
+        m = _LAYER_NUMBER.search(ours)
+        pattern = ours if m is None else ours[:m.start()] + ".{}." + ours[m.end():]
+        module, kind = pattern.rsplit(".", 1)
+        if module not in table:
+            raise KeyError(f"no checkpoint name for parameter {ours!r} in the {model_type} weight map")
+        src = table[module]
+        layer = m.group(1) if m else ""
+        out[ours] = [f"{prefix}{name.format(layer)}.{kind}" for name in ((src,) if isinstance(src, str) else src)]
+    return out
 
 
 def _legacy_layernorm_names(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -167,35 +173,24 @@ def _legacy_layernorm_names(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-NameMapFn = Callable[[EncoderConfig, str], "dict[str, list[str]]"]
 # Every supported family names its word embeddings alike; the prefix in front differs
 # ("bert.", "roberta.", "distilbert.", "mpnet.", or none for a bare encoder).
-_ANCHORS: dict[str, str] = {t: "embeddings.word_embeddings.weight" for t in SUPPORTED_MODEL_TYPES}
-# RoBERTa, XLM-R and CamemBERT checkpoints use BERT's tensor names.
-_NAME_MAPS: dict[str, NameMapFn] = {
-    "bert": bert_name_map,
-    "roberta": bert_name_map,
-    "xlm-roberta": bert_name_map,
-    "camembert": bert_name_map,
-    "distilbert": distilbert_name_map,
-    "mpnet": mpnet_name_map,
-}
+_ANCHOR = "embeddings.word_embeddings.weight"
 
 
 def build_state_dict(model: nn.Module, cfg: EncoderConfig, tensors: dict[str, Tensor],
                      dtype: torch.dtype, source: str) -> dict[str, Tensor]:
     """Map checkpoint ``tensors`` onto ``model``'s parameter names, checking every shape."""
     tensors = _legacy_layernorm_names(tensors)
-    prefix = _find_prefix(tensors, _ANCHORS[cfg.model_type])
-    name_map = _NAME_MAPS[cfg.model_type](cfg, prefix)
+    prefix = _find_prefix(tensors, _ANCHOR)
     expected = {n: p.shape for n, p in model.state_dict(keep_vars=True).items()}
-    assert set(expected) == set(name_map), "name map and module tree disagree"
+    names = name_map(expected, cfg.model_type, prefix)
 
-    missing = sorted({k for keys in name_map.values() for k in keys if k not in tensors})
+    missing = sorted({k for keys in names.values() for k in keys if k not in tensors})
     if missing:
         raise ValueError(f"{source}: missing tensors {missing[:8]}{' ...' if len(missing) > 8 else ''} "
                          f"({len(missing)} in all) for a {cfg.num_hidden_layers}-layer {cfg.model_type} config")
-    used = {k for keys in name_map.values() for k in keys}
+    used = {k for keys in names.values() for k in keys}
     unexpected = sorted(
         k for k in tensors
         if k not in used
@@ -210,7 +205,7 @@ def build_state_dict(model: nn.Module, cfg: EncoderConfig, tensors: dict[str, Te
         )
 
     state: dict[str, Tensor] = {}
-    for ours, keys in name_map.items():
+    for ours, keys in names.items():
         parts = [tensors[k] for k in keys]
         for k, t in zip(keys, parts):
             if not t.is_floating_point():

@@ -14,7 +14,7 @@ import torch
 
 from conftest import read_scifact, read_sts, save_st_model, widen_weights
 from minilm.config import SUPPORTED_MODEL_TYPES, EncoderConfig
-from minilm.model import make_varlen_batch
+from minilm.varlen import make_varlen_batch
 from minilm.weights import load_encoder
 
 ARCHS = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "mpnet")
@@ -304,11 +304,11 @@ def test_triton_route_matches_for_every_architecture(hf_folders, texts, arch):
     ml = minilm.SentenceTransformer(str(hf_folders[arch]), device="cpu")
     sample = texts[:6] + texts[-8:]
     ref = ml.encode(sample, batch_size=5)
-    ml.encoder.set_triton(True)
+    ml.engine.backend = "triton"
     try:
         got = ml.encode(sample, batch_size=5)
     finally:
-        ml.encoder.set_triton(False)
+        ml.engine.backend = None
     err = float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12))
     assert err <= 1e-5, err
 
@@ -321,6 +321,6 @@ def test_cuda_route_matches_cpu_for_every_architecture(hf_folders, texts, arch):
 
     cpu = minilm.SentenceTransformer(str(hf_folders[arch]), device="cpu").encode(texts, batch_size=5)
     gpu = minilm.SentenceTransformer(str(hf_folders[arch]), device="cuda", dtype=torch.float32)
-    assert gpu.encoder.layers[0].use_triton
+    assert gpu.engine.backend == "triton"
     err = float(np.abs(gpu.encode(texts, batch_size=5) - cpu).max() / max(np.abs(cpu).max(), 1e-12))
     assert err <= 1e-4, err

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import minilm
-from minilm.model import VarlenBatch, make_varlen_batch, padded_sdpa, run_sdpa
+from minilm.model import padded_sdpa, sdpa_per_run
+from minilm.varlen import VarlenBatch, make_varlen_batch
 
 
 def test_run_attention_matches_padded_attention(ml_real, sts_sentences, scifact_texts):
@@ -22,12 +23,12 @@ def test_run_attention_matches_padded_attention(ml_real, sts_sentences, scifact_
     batch = make_varlen_batch(ids, with_token_types=False)
     torch.manual_seed(0)
     qkv = torch.randn(batch.total_tokens, 3, 12, 32)
-    torch.testing.assert_close(run_sdpa(qkv, batch), padded_sdpa(qkv, batch), atol=2e-6, rtol=0)
+    torch.testing.assert_close(sdpa_per_run(qkv, batch), padded_sdpa(qkv, batch), atol=2e-6, rtol=0)
     # Unsorted batches still work (every run then has one sequence).
     random.Random(0).shuffle(ids)
     b2 = make_varlen_batch(ids, with_token_types=False)
     qkv2 = torch.randn(b2.total_tokens, 3, 12, 32)
-    torch.testing.assert_close(run_sdpa(qkv2, b2), padded_sdpa(qkv2, b2), atol=2e-6, rtol=0)
+    torch.testing.assert_close(sdpa_per_run(qkv2, b2), padded_sdpa(qkv2, b2), atol=2e-6, rtol=0)
 
 
 def _padded_reference_forward(enc, ids):
@@ -71,13 +72,13 @@ def test_token_budget_is_respected(real_model_path, sts_sentences, scifact_texts
     m = minilm.SentenceTransformer(str(real_model_path), device="cpu", max_batch_tokens=600)
     texts = sts_sentences[:200] + scifact_texts[:10]
     seen = []
-    orig = m._forward_ids
+    orig = m.engine.forward_ids
 
     def spy(ids, device):
         seen.append((len(ids), max(map(len, ids)), sum(map(len, ids))))
         return orig(ids, device)
 
-    m._forward_ids = spy
+    m.engine.forward_ids = spy
     out = m.encode(texts, batch_size=64)
     assert out.shape == (210, 384)
     assert sum(n for n, _, _ in seen) == 210
@@ -146,10 +147,10 @@ def test_bfloat16_stays_close_to_float32_on_sts_dev(real_model_path, ml_real, st
 
 
 def test_packed_transfer_round_trips():
-    from minilm.sentence_transformer import packed_batch_to
+    from minilm.varlen import batch_to
 
     ref = make_varlen_batch([[5, 6, 7], [8], [9, 10]])
-    b = packed_batch_to(ref.input_ids, ref.position_ids, ref.cu_seqlens, ref.max_seqlen, torch.device("cpu"), pin=False)
+    b = batch_to(ref, torch.device("cpu"), pin=False)
     assert torch.equal(b.input_ids, ref.input_ids) and torch.equal(b.position_ids, ref.position_ids)
     assert b.cu_seqlens.dtype == torch.int32 and torch.equal(b.cu_seqlens, ref.cu_seqlens)
     assert b.max_seqlen == 3

@@ -25,7 +25,7 @@ def test_cuda_float32_matches_cpu_and_sentence_transformers(real_model_path, ml_
     from sentence_transformers import SentenceTransformer
 
     gpu = minilm.SentenceTransformer(str(real_model_path), device="cuda", dtype=torch.float32)
-    assert gpu.encoder.layers[0].use_triton
+    assert gpu.engine.backend == "triton"
     got = gpu.encode(texts, batch_size=64)
     assert _cos(got, ml_real.encode(texts, batch_size=64)).min() >= 0.99999
     st = SentenceTransformer(str(real_model_path), device="cuda")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import save_random_bert
-from minilm.model import make_varlen_batch
+from minilm.varlen import make_varlen_batch
 from minilm.weights import load_encoder
 
 TEXTS = [

@@ -101,9 +101,11 @@ def test_pool_argument_errors_are_raised_in_the_caller(ml_real, pool):
 
 
 def test_worker_exception_names_worker_and_cause_and_pool_survives(ml_real, pool, sts_reference, sts_sentences):
-    # An argument only the worker's encode() rejects; the caller-side checks cannot see it.
-    with pytest.raises(RuntimeError, match=r"worker \d \(pid \d+, device cpu\) failed on chunk 0.*TypeError"):
-        list(pool.imap([["some text"]], {"no_such_argument": 1}))
+    from minilm.engine import EncodeRequest
+
+    # A request the caller-side checks never let through, so only the worker can reject it.
+    with pytest.raises(RuntimeError, match=r"worker \d \(pid \d+, device cpu\) failed on chunk 0.*ValueError"):
+        list(pool.imap([["some text", "more text"]], EncodeRequest(precision="int3")))
     np.testing.assert_array_equal(ml_real.encode(sts_sentences[:10], pool=pool), sts_reference[:10])
 
 
@@ -140,10 +142,10 @@ def test_killed_worker_raises_quickly_and_leaves_no_orphans(ml_real, sts_sentenc
 
 
 def test_worker_that_cannot_load_the_model_is_reported(ml_real, tmp_path):
-    from minilm.multiprocess import WorkerSpec
+    from minilm.engine import EngineSpec
 
-    spec = WorkerSpec.from_model(ml_real)
-    bad = MultiProcessPool(WorkerSpec(**{**spec.__dict__, "model_path": str(tmp_path / "missing")}), ["cpu"])
+    spec = ml_real.engine.spec(ml_real.model_path)
+    bad = MultiProcessPool(EngineSpec(**{**spec.__dict__, "model_path": str(tmp_path / "missing")}), ["cpu"])
     t0 = time.monotonic()
     with pytest.raises(RuntimeError, match=r"worker 0 .* could not load the model"):
         list(bad.imap([["a"]], {}))

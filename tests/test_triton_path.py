@@ -51,10 +51,10 @@ def test_triton_route_matches_torch_route(tmp_path, monkeypatch, real_model_path
     m = minilm.SentenceTransformer(str(folder), device="cpu")
     texts = sts_sentences[:9] + scifact_texts[:2] + ["x"]
     ref = m.encode(texts, batch_size=4, prompt_name="q")
-    m.encoder.set_triton(True)  # what moving to CUDA does
+    m.engine.backend = "triton"  # what moving to CUDA chooses
     try:
         got = m.encode(texts, batch_size=4, prompt_name="q")
     finally:
-        m.encoder.set_triton(False)
+        m.engine.backend = None
     assert calls["attention"] > 0 and calls["layernorm"] > 0 and calls["pool"] > 0, calls
     assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())

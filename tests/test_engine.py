@@ -1,0 +1,142 @@
+"""The execution engine: the backend switch, the device strategies, batch planning, and the
+picklable spec that worker processes rebuild an engine from."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import minilm
+from minilm import engine as engine_mod
+from minilm.engine import CpuStrategy, CudaStrategy, EncodeRequest, EngineSpec, choose_backend, strategy_for
+from minilm.varlen import make_varlen_batch
+
+
+def test_backend_is_chosen_from_device_dtype_and_triton(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_backend(cpu, torch.float32) == "sdpa_runs"
+    monkeypatch.setattr(engine_mod, "triton_available", lambda: True)
+    assert choose_backend(cuda, torch.float16) == "triton"
+    monkeypatch.setattr(engine_mod, "triton_available", lambda: False)
+    assert choose_backend(cuda, torch.float16) == "sdpa_padded"
+
+
+def test_cpu_without_native_bf16_warns(monkeypatch, caplog):
+    monkeypatch.setattr(engine_mod, "cpu_has_native", lambda dtype: False)
+    with caplog.at_level("WARNING", logger="minilm.engine"):
+        assert choose_backend(torch.device("cpu"), torch.bfloat16) == "sdpa_runs"
+    assert "no native" in caplog.text
+
+
+def test_backend_is_chosen_once_per_device_and_dtype(ml_real, monkeypatch):
+    calls = []
+    monkeypatch.setattr(engine_mod, "choose_backend", lambda d, t: calls.append((d, t)) or "sdpa_runs")
+    eng = engine_mod.Engine(ml_real.encoder, ml_real.tokenizer, ml_real.pooling_modes, True, ml_real.heads, 384)
+    for _ in range(3):
+        eng.encode(["a b c", "d"], EncodeRequest())
+    assert calls == [(torch.device("cpu"), torch.float32)]
+
+
+def test_pinned_backend_is_validated_and_used(ml_real):
+    eng = ml_real.engine
+    with pytest.raises(ValueError, match="backend must be one of"):
+        eng.backend = "cuda-magic"
+    eng.backend = "sdpa_padded"  # the padded path also runs on CPU tensors
+    try:
+        assert eng.backend == "sdpa_padded"
+        padded = ml_real.encode(["a short one", "and a somewhat longer sentence here"])
+    finally:
+        eng.backend = None
+    assert eng.backend == "sdpa_runs"
+    ref = ml_real.encode(["a short one", "and a somewhat longer sentence here"])
+    assert np.abs(padded - ref).max() < 1e-5
+
+
+def test_strategies_per_device_and_the_engine_defaults_follow_them(ml_real):
+    assert isinstance(strategy_for(torch.device("cpu")), CpuStrategy)
+    assert isinstance(strategy_for(torch.device("cuda")), CudaStrategy)
+    eng = ml_real.engine
+    assert eng.effective_max_batch_tokens() == CpuStrategy.max_batch_tokens
+    assert eng.effective_max_batch_tokens(torch.device("cuda")) is None  # GPUs: no token cap by default
+    eng.max_batch_tokens, eng.chunk_size = 777, 55
+    try:
+        assert eng.effective_max_batch_tokens(torch.device("cuda")) == 777
+        assert eng.effective_chunk_size() == 55
+    finally:
+        eng.max_batch_tokens = eng.chunk_size = None
+
+
+def test_cpu_strategy_pads_tiny_batches_to_the_gemm_minimum():
+    batch, n_real, t_real = CpuStrategy().to_device([[101, 7, 102]], 0, torch.device("cpu"))
+    assert (n_real, t_real) == (1, 3)
+    assert batch.total_tokens == CpuStrategy.min_gemm_rows and batch.batch_size == 2
+    ref = make_varlen_batch([[101, 7, 102]], with_token_types=False)
+    assert torch.equal(batch.input_ids[:3], ref.input_ids)
+
+
+def test_plan_batches_respects_batch_size_and_token_budget(ml_real):
+    eng = ml_real.engine
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 200, size=500).tolist()
+    old = eng.max_batch_tokens
+    eng.max_batch_tokens = 1000
+    try:
+        batches = eng.plan_batches(lengths, batch_size=40, device=torch.device("cpu"))
+    finally:
+        eng.max_batch_tokens = old
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for b in batches:
+        assert len(b) <= 40
+        longest = max(lengths[i] for i in b)
+        assert len(b) == 1 or longest * len(b) <= 1000
+        assert [lengths[i] for i in b] == sorted((lengths[i] for i in b), reverse=True)
+
+
+def test_spec_rebuilds_an_identical_engine(ml_real):
+    ml_real.max_seq_length = 32
+    try:
+        spec = pickle.loads(pickle.dumps(ml_real.engine.spec(ml_real.model_path)))
+        assert isinstance(spec, EngineSpec) and spec.max_seq_length == 32
+        rebuilt = spec.build("cpu")
+        texts = ["one two three", " ".join(["long"] * 100)]
+        got = rebuilt.encode(texts, EncodeRequest())
+        ref = ml_real.encode(texts)
+    finally:
+        ml_real.max_seq_length = 256
+    np.testing.assert_array_equal(got, ref)
+    assert spec.differences(ml_real.engine.spec(ml_real.model_path)) == {"max_seq_length": (32, 256)}
+
+
+def test_request_resolution_in_the_facade(real_model_path):
+    m = minilm.SentenceTransformer(str(real_model_path), device="cpu", prompts={"q": "query: "})
+    r = m._request(prompt_name="q", convert_to_tensor=True, output_value="sentence_embedding")
+    assert r.prompt == "query: " and r.prompt_length == m.tokenizer.prompt_length("query: ")
+    assert r.pooling_skip == 0  # include_prompt=True: the prompt's tokens are pooled
+    assert r.convert_to_tensor and not r.convert_to_numpy
+    r = m._request(output_value="token_embeddings")
+    assert not r.convert_to_numpy and not r.convert_to_tensor
+
+
+def test_cuda_strategy_pipeline_runs_eagerly_on_cpu_and_matches(real_model_path):
+    """The CUDA strategy's sentence path (token-budget batches, packed assembly, row scatter,
+    host copies) pinned onto a CPU engine: eager, and equal to the CPU strategy's result."""
+    m = minilm.SentenceTransformer(str(real_model_path), device="cpu")
+    texts = [f"sentence number {i} " + "word " * (i % 23) for i in range(300)] + [""]
+    ref = m.encode(texts, prompt="query: ", normalize_embeddings=True, truncate_dim=200)
+    m.engine.strategy = CudaStrategy()
+    m.chunk_size = 64  # several chunks: the overlap and ordering logic runs
+    try:
+        got = m.encode(texts, prompt="query: ", normalize_embeddings=True, truncate_dim=200, batch_size=8)
+        tokens = m.encode(texts[:5], output_value="token_embeddings")  # the generic loop
+        assert len(m.engine._pipelines) == 1
+        m.encode(texts[:5], prompt="query: ", normalize_embeddings=True, truncate_dim=200)
+        assert len(m.engine._pipelines) == 1  # the same options reuse the pipeline
+    finally:
+        m.engine.strategy = None
+        m.chunk_size = None
+    assert got.shape == ref.shape == (301, 200)
+    np.testing.assert_allclose(got, ref, atol=2e-6, rtol=0)
+    assert len(tokens) == 5 and tokens[0].shape[1] == 384
