@@ -60,9 +60,9 @@ long = st.one_of(
 
 @st.composite
 def hostile_lists(draw) -> list[str]:
-    """Up to 20 short hostile texts and, half the time, one long one among them: long texts
+    """Up to 12 short hostile texts and, half the time, one long one among them: long texts
     cost 256 tokens each on both engines, so they are rationed to keep the test quick."""
-    texts = draw(st.lists(short, min_size=1, max_size=20))
+    texts = draw(st.lists(short, min_size=1, max_size=12))
     if draw(st.booleans()):
         texts.insert(draw(st.integers(0, len(texts))), draw(long))
     return texts
