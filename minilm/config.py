@@ -8,6 +8,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .inputs import check_int
+
 logger = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "mpnet")
@@ -57,9 +59,7 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         for f in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                   "max_position_embeddings"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"config.json: {f} must be a positive integer, got {v!r}")
+            check_int(f"config.json: {f}", getattr(self, f))
         if self.type_vocab_size < 0:
             raise ValueError(f"config.json: type_vocab_size must be >= 0, got {self.type_vocab_size!r}")
         if self.hidden_size % self.num_attention_heads:
@@ -123,10 +123,7 @@ class EncoderConfig:
             # transformers' config defaults: BERT and DistilBERT pad with 0, the fairseq lineage with 1.
             kwargs["pad_token_id"] = 1 if model_type in _ROBERTA_FAMILY + ("mpnet",) else 0
         if model_type in _ROBERTA_FAMILY:
-            pad = kwargs["pad_token_id"]
-            if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-                raise ValueError(f"config.json: pad_token_id must be a non-negative integer, got {pad!r}")
-            kwargs["position_offset"] = pad + 1
+            kwargs["position_offset"] = check_int("config.json: pad_token_id", kwargs["pad_token_id"], 0) + 1
         elif model_type == "mpnet":
             kwargs["position_offset"] = MPNET_PADDING_IDX + 1
             kwargs["type_vocab_size"] = 0

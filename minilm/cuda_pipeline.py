@@ -43,7 +43,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .engine import EncodeRequest
 from .varlen import VarlenBatch
 
 logger = logging.getLogger(__name__)
@@ -376,7 +375,7 @@ class HostCopy:
 
 
 # -------------------------------------------------------------------- composition
-def sentence_forward(engine, request: EncodeRequest) -> tuple[Callable[[VarlenBatch], Tensor], bool]:
+def sentence_forward(engine, request) -> tuple[Callable[[VarlenBatch], Tensor], bool]:
     """``batch -> (B, D)`` sentence embeddings of a :class:`minilm.engine.Engine` for
     ``request``, and whether it can be captured in a CUDA graph (only when nothing in it loops
     over host-side lengths: Triton mean pooling; the other pooling modes walk length runs)."""
@@ -400,8 +399,10 @@ class CudaPipeline:
     :meth:`encode_texts` also tokenizes chunk k+1 on a worker thread meanwhile.
     """
 
-    def __init__(self, engine, request: EncodeRequest = EncodeRequest(), *, max_tokens: Optional[int] = None,
-                 use_graphs: bool = True):
+    def __init__(self, engine, request, *, max_tokens: Optional[int] = None, use_graphs: bool = True):
+        """``engine``: a :class:`minilm.engine.Engine`; ``request``: the
+        :class:`minilm.engine.EncodeRequest` whose output options (pooling skip, truncation,
+        normalization) every chunk gets."""
         self.engine = engine
         self.device = engine.device
         fn, capturable = sentence_forward(engine, request)

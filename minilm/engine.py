@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import heads as heads_mod
+from .inputs import check_encodable, resolve_device
 from .model import BACKENDS, Encoder
 from .model_folder import ModelFolder, read_model_folder
 from .outputs import format_output
@@ -47,17 +48,6 @@ _MAX_PIPELINES = 4
 
 
 # ------------------------------------------------------------------------ device and backend
-def resolve_device(device: Any) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, (str, torch.device)):
-        try:
-            return torch.device(device)
-        except RuntimeError as e:
-            raise ValueError(f"Invalid device {device!r}: {e}") from e
-    raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
-
-
 def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
     """None/"auto" -> float32 on CPU, float16 on CUDA."""
     if dtype is None or dtype == "auto":
@@ -159,10 +149,14 @@ class CudaStrategy:
         size = engine.effective_chunk_size()
         parts = []
         chunks = prefetched(engine.tokenizer.encode, texts, size)
-        for part in pipe.embed_chunks(chunks, request.batch_size):
-            parts.append(part)
-            if progress is not None:
-                progress.update(part.shape[0])
+        try:
+            for part in pipe.embed_chunks(chunks, request.batch_size):
+                parts.append(part)
+                if progress is not None:
+                    progress.update(part.shape[0])
+        except TypeError:
+            check_encodable(texts)  # a lone surrogate: name its index rather than tokenizers' complaint
+            raise
         return torch.cat(parts) if parts else None
 
 
@@ -400,7 +394,15 @@ class Engine:
         texts = _with_prompt(texts, request)
         prefetcher = ThreadPoolExecutor(1, thread_name_prefix="minilm-tokenize") \
             if self.strategy.prefetch and len(texts) > size else None
-        tokenize = lambda i: self.tokenizer.encode(texts[i:i + size])  # noqa: E731
+
+        def tokenize(i: int) -> list[list[int]]:
+            try:
+                return self.tokenizer.encode(texts[i:i + size])
+            except Exception:
+                # tokenizers names no index (a lone surrogate gives a TypeError about its
+                # argument types): find the culprit only now, off the hot path.
+                check_encodable(texts[i:i + size], offset=i)
+                raise
         out_dim = request.truncate_dim or self.embedding_dim
         try:
             pending = None

@@ -91,11 +91,17 @@ def _read_modules(root: Path) -> list[tuple[str, Path]]:
     entries = read_json(mj, "modules.json")
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{mj} must hold a non-empty JSON list of modules")
+    for e in entries:
+        idx = e.get("idx", 0) if isinstance(e, dict) else None
+        if not isinstance(e, dict) or "type" not in e or isinstance(idx, bool) or not isinstance(idx, int):
+            raise ValueError(f"{mj}: malformed module entry {e!r} (needs a 'type' and an integer 'idx')")
     kinds: list[tuple[str, Path]] = []
-    for e in sorted(entries, key=lambda e: e.get("idx", 0) if isinstance(e, dict) else 0):
-        if not isinstance(e, dict) or "type" not in e:
-            raise ValueError(f"{mj}: malformed module entry {e!r}")
-        kinds.append((_module_kind(e["type"], mj), _subfolder(root, e.get("path", ""), mj)))
+    for e in sorted(entries, key=lambda e: e.get("idx", 0)):
+        kind = _module_kind(e["type"], mj)
+        if "path" not in e and kind != "Transformer":
+            # No path would mean the model's root, whose config.json is the encoder's, not this module's.
+            raise ValueError(f"{mj}: the {kind} entry {e!r} has no 'path'")
+        kinds.append((kind, _subfolder(root, e.get("path", ""), mj)))
     if kinds[0][0] != "Transformer":
         raise ValueError(f"{mj}: the first module must be a Transformer, got {kinds[0][0]}")
     if len(kinds) < 2 or kinds[1][0] != "Pooling":

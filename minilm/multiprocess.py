@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from .engine import EncodeRequest, EngineSpec
+from .inputs import InvalidTextError, check_chunk_size, check_device_list
 from .outputs import empty_output
 
 logger = logging.getLogger(__name__)
@@ -318,6 +319,8 @@ class MultiProcessPool(dict):
                         continue  # left over from an earlier call that failed or stopped early
                     if kind == "error":
                         exc, summary, tb = payload
+                        if isinstance(exc, InvalidTextError):  # the caller's index, not the chunk's
+                            raise exc.shifted(_offset(sizes, chunk_id)) from None
                         err = RuntimeError(f"minilm multi-process {self.describe_worker(i)} failed on chunk "
                                            f"{chunk_id} (texts {_offset(sizes, chunk_id)}.."
                                            f"{_offset(sizes, chunk_id) + sizes[chunk_id] - 1}): "
@@ -327,7 +330,7 @@ class MultiProcessPool(dict):
                     done[chunk_id] = pickle.loads(payload)
                     if progress is not None:
                         progress.update(sizes[chunk_id])
-        except (GeneratorExit, RuntimeError):
+        except (GeneratorExit, RuntimeError, InvalidTextError):
             # Workers still busy with this job finish their chunk; the result is dropped on arrival.
             raise
         except BaseException:
@@ -350,23 +353,8 @@ def default_devices() -> list[str]:
     return ["cpu"] * min(4, available_cores())
 
 
-def _check_devices(devices: Any) -> list[str]:
-    if isinstance(devices, (str, torch.device)) or not isinstance(devices, (list, tuple)):
-        raise TypeError(f"target_devices must be a list of devices such as ['cpu', 'cpu'] or "
-                        f"['cuda:0', 'cuda:1'], got {devices!r}")
-    if not devices:
-        raise ValueError("target_devices is empty; give at least one device, e.g. ['cpu', 'cpu']")
-    out = []
-    for d in devices:
-        try:
-            out.append(str(torch.device(d)))
-        except (RuntimeError, TypeError) as e:
-            raise ValueError(f"Invalid device {d!r} in target_devices {list(devices)!r}: {e}") from e
-    return out
-
-
 def start_pool(spec: EngineSpec, target_devices: Optional[Sequence[str]] = None) -> MultiProcessPool:
-    devices = default_devices() if target_devices is None else _check_devices(target_devices)
+    devices = default_devices() if target_devices is None else check_device_list(target_devices)
     return MultiProcessPool(spec, devices)
 
 
@@ -374,11 +362,6 @@ def stop_pool(pool: Any) -> None:
     if not isinstance(pool, MultiProcessPool):
         raise TypeError(f"Expected a pool from start_multi_process_pool(), got {type(pool).__name__}")
     pool.close()
-
-
-def check_chunk_size(chunk_size: Any) -> None:
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
 
 
 def check_pool(pool: Any, spec: EngineSpec) -> "MultiProcessPool":
@@ -411,7 +394,7 @@ def encode_multi_process(spec: EngineSpec, texts: list[str], request: EncodeRequ
     if pool is not None:
         check_pool(pool, spec)
     else:
-        devices = _check_devices(devices)
+        devices = check_device_list(devices)
     if not texts:
         # The right empty answer for this request, without starting anything.
         return empty_output(request.convert_to_numpy, request.convert_to_tensor, torch.device("cpu"))

@@ -14,13 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .inputs import check_int
 from .similarity import cos_sim, dot_score
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _as_2d(x: Any, what: str):
@@ -67,10 +62,9 @@ def semantic_search(
     sentence-transformers' similarity functions works. Scores are computed on the corpus's
     device (CPU for numpy input).
     """
-    query_chunk_size = _positive_int("query_chunk_size", query_chunk_size)
-    corpus_chunk_size = _positive_int("corpus_chunk_size", corpus_chunk_size)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ValueError(f"top_k must be a non-negative integer, got {top_k!r}")
+    check_int("query_chunk_size", query_chunk_size)
+    check_int("corpus_chunk_size", corpus_chunk_size)
+    check_int("top_k", top_k, minimum=0)
     if not callable(score_function):
         raise TypeError(f"score_function must be callable, got {type(score_function).__name__}")
     queries = _as_2d(query_embeddings, "query_embeddings")

@@ -16,7 +16,9 @@ from torch import Tensor, nn
 
 from . import multiprocess, streaming
 from .config import EncoderConfig
-from .engine import OUTPUT_VALUES, EncodeRequest, Engine, EngineSpec, resolve_device, resolve_dtype
+from .engine import OUTPUT_VALUES, EncodeRequest, Engine, EngineSpec, resolve_dtype
+from .inputs import (check_chunk_size, check_int, check_max_seq_length, check_texts, iter_text_chunks,
+                     resolve_device)
 from .hub import resolve_model_path
 from .model_folder import read_model_folder, write_model_folder
 from .quantization import check_precision
@@ -50,27 +52,6 @@ def _progress_bar(show: bool, total: Optional[int]):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="Embedding", unit="text")
-
-
-def _check_texts(sentences: Any) -> tuple[list[str], bool]:
-    """Validate ``encode``'s input: a str or a sequence of str. Returns (texts, was_single)."""
-    if isinstance(sentences, str):
-        return [sentences], True
-    if sentences is None:
-        raise TypeError("encode() expects a str or a list of str, got None")
-    if isinstance(sentences, (bytes, bytearray)):
-        raise TypeError("encode() expects str, got bytes; decode it first (e.g. b.decode('utf-8'))")
-    if isinstance(sentences, np.ndarray):
-        if sentences.ndim != 1:
-            raise TypeError(f"encode() expects a 1-D array of str, got shape {sentences.shape}")
-        sentences = sentences.tolist()
-    elif isinstance(sentences, dict) or not isinstance(sentences, Iterable):
-        raise TypeError(f"encode() expects a str or a list of str, got {type(sentences).__name__}")
-    texts = list(sentences)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"encode() expects every input to be a str; item {i} is {type(t).__name__}: {t!r:.60}")
-    return texts, False
 
 
 class SentenceTransformer(nn.Module):
@@ -194,11 +175,7 @@ class SentenceTransformer(nn.Module):
 
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"max_seq_length must be a positive integer, got {value!r}")
-        if value > self.config.max_positions:
-            raise ValueError(f"max_seq_length={value} exceeds the model's {self.config.max_positions} positions")
-        self.tokenizer.max_length = value
+        self.tokenizer.max_length = check_max_seq_length(value, self.config.max_positions)
 
     @property
     def similarity_fn_name(self) -> str:
@@ -228,8 +205,7 @@ class SentenceTransformer(nn.Module):
     def _check_truncate_dim(self, truncate_dim: Any, dim: Optional[int]) -> None:
         if truncate_dim is None:
             return
-        if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or truncate_dim < 1:
-            raise ValueError(f"truncate_dim must be a positive integer, got {truncate_dim!r}")
+        check_int("truncate_dim", truncate_dim)
         if dim is not None and truncate_dim > dim:
             raise ValueError(f"truncate_dim={truncate_dim} is larger than the embedding dimension {dim}")
 
@@ -254,8 +230,7 @@ class SentenceTransformer(nn.Module):
                  convert_to_numpy: bool = True, convert_to_tensor: bool = False, normalize_embeddings: bool = False,
                  truncate_dim: Optional[int] = None) -> EncodeRequest:
         """Check ``encode``'s arguments and resolve them (prompt, its token count, output form)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_int("batch_size", batch_size)
         if output_value not in OUTPUT_VALUES:
             raise ValueError(f"output_value must be one of {OUTPUT_VALUES}, got {output_value!r}")
         if precision is not None:
@@ -315,8 +290,8 @@ class SentenceTransformer(nn.Module):
         ``truncate_dim`` is applied after the model's own modules and before
         ``normalize_embeddings``.
         """
-        texts, single = _check_texts(_texts_argument(inputs, sentences))
-        multiprocess.check_chunk_size(chunk_size)
+        texts, single = check_texts(_texts_argument(inputs, sentences))
+        check_chunk_size(chunk_size)
         request = self._request(prompt_name, prompt, batch_size, output_value, precision, convert_to_numpy,
                                 convert_to_tensor, normalize_embeddings, truncate_dim)
         progress = _progress_bar(_show_progress(show_progress_bar), len(texts))
@@ -363,8 +338,7 @@ class SentenceTransformer(nn.Module):
         chunk, yielding one ``encode()`` result per chunk, ``(n, D)`` numpy by default, in input
         order. Memory is bounded by the chunk (default ``self.chunk_size`` texts), not the stream.
         With ``pool``, chunks run on the pool's workers."""
-        size = self.effective_chunk_size() if chunk_size is None else chunk_size
-        multiprocess.check_chunk_size(size)
+        size = self.effective_chunk_size() if check_chunk_size(chunk_size) is None else chunk_size
         device = encode_kwargs.pop("device", None)
         if isinstance(device, (list, tuple)):
             raise ValueError("encode_iter() takes a pool, not a list of devices: start one with "
@@ -374,7 +348,7 @@ class SentenceTransformer(nn.Module):
         if device is not None:
             self.engine.move_to(resolve_device(device))
         spec = None if pool is None else self.engine.spec(self.model_path)
-        chunks = streaming.iter_chunks(sentences, size)  # checks the iterable before a bar appears
+        chunks = iter_text_chunks(sentences, size)  # checks the iterable before a bar appears
         # The generator owns the bar, so it lives as long as the iteration does.
         progress = _progress_bar(show, len(sentences) if hasattr(sentences, "__len__") else None)
         return streaming.encode_chunks(self.engine, chunks, request, pool=pool, spec=spec, progress=progress)
@@ -415,7 +389,7 @@ class SentenceTransformer(nn.Module):
         """sentence-transformers' features for ``texts``: ``input_ids`` and ``attention_mask``
         (and ``token_type_ids`` for BERT), ``(B, L)`` int64, padded to the longest text, and
         ``modality`` (``"text"``), as sentence-transformers 6.x returns them."""
-        texts, _ = _check_texts(texts)
+        texts, _ = check_texts(texts, "tokenize()")
         ids = self.tokenizer.encode(texts)
         L = max((len(s) for s in ids), default=0)
         input_ids = torch.full((len(ids), L), self.tokenizer.pad_id, dtype=torch.int64)

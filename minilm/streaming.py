@@ -13,36 +13,12 @@ from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
+from .inputs import InvalidTextError
 from .multiprocess import check_pool
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_SUFFIX = ".progress"
-
-
-def iter_chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
-    """Lists of at most ``size`` texts, drawn lazily from ``texts``; every item is checked to be a str."""
-    _check_iterable(texts)
-    return _take_chunks(iter(texts), size)
-
-
-def _check_iterable(texts: Any) -> None:
-    # A str is an iterable of characters: embedding each character is never what was meant.
-    if isinstance(texts, (str, bytes, bytearray, dict)) or not isinstance(texts, Iterable):
-        raise TypeError(f"expected an iterable of str, got {type(texts).__name__}")
-
-
-def _take_chunks(it: Iterator[Any], size: int) -> Iterator[list[str]]:
-    seen = 0
-    while True:
-        chunk = list(itertools.islice(it, size))
-        if not chunk:
-            return
-        for j, t in enumerate(chunk):
-            if not isinstance(t, str):
-                raise TypeError(f"expected every input to be a str; item {seen + j} is {type(t).__name__}: {t!r:.60}")
-        seen += len(chunk)
-        yield chunk
 
 
 def encode_chunks(engine, chunks: Iterator[list[str]], request, *, pool=None, spec=None,
@@ -52,8 +28,14 @@ def encode_chunks(engine, chunks: Iterator[list[str]], request, *, pool=None, sp
     tqdm bar or None) and closes it when it ends."""
     try:
         if pool is None:
+            done = 0
             for chunk in chunks:
-                yield engine.encode(chunk, request, progress)
+                try:
+                    out = engine.encode(chunk, request, progress)
+                except InvalidTextError as e:  # the stream's index, not the chunk's
+                    raise e.shifted(done) from None
+                done += len(chunk)
+                yield out
         else:
             yield from check_pool(pool, spec).imap(chunks, request, progress)
     finally:

@@ -14,6 +14,8 @@ from typing import Sequence
 
 from tokenizers import Tokenizer, normalizers
 
+from .inputs import check_max_seq_length
+
 logger = logging.getLogger(__name__)
 
 
@@ -93,8 +95,7 @@ class TextTokenizer:
         return self._tok
 
     def _configured(self, max_length: int) -> Tokenizer:
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_seq_length must be a positive integer, got {max_length!r}")
+        check_max_seq_length(max_length)
         tok = Tokenizer.from_str(self._base.to_str())
         tok.no_padding()
         tok.enable_truncation(max_length, strategy="longest_first")

@@ -376,7 +376,7 @@ def test_pipeline_matches_sentence_transformers(tiny_model, sentences, triton_ro
     st = SentenceTransformer(str(tiny_model.model_path), device="cpu")
     want = st.encode(texts, batch_size=16)
     with _triton_route(tiny_model, triton_route), torch.inference_mode():
-        pipe = cp.CudaPipeline(tiny_model.engine, max_tokens=256)
+        pipe = cp.CudaPipeline(tiny_model.engine, EncodeRequest(), max_tokens=256)
         ids = tiny_model.tokenizer.encode(texts)
         got = pipe.encode_ids(ids, chunk_size=25, batch_size=4)
         again = pipe.encode_texts(texts[::-1], tiny_model.tokenizer.encode, chunk_size=7, batch_size=1)[::-1]
@@ -395,12 +395,12 @@ def gpu_model(real_model_path):
 @needs_cuda
 def test_cuda_graph_replay_equals_eager(gpu_model, sts_sentences):
     ids = gpu_model.tokenizer.encode(sts_sentences[:3000])
-    pipe = cp.CudaPipeline(gpu_model.engine, max_tokens=4096)
+    pipe = cp.CudaPipeline(gpu_model.engine, EncodeRequest(), max_tokens=4096)
     pipe.runner.capture_after = 1
     graphed = pipe.encode_ids(ids, batch_size=1)
     graphed2 = pipe.encode_ids(ids, batch_size=1)
     assert pipe.runner.graphs and pipe.runner.replays > 0
-    eager = cp.CudaPipeline(gpu_model.engine, max_tokens=4096)
+    eager = cp.CudaPipeline(gpu_model.engine, EncodeRequest(), max_tokens=4096)
     eager.runner.enabled = False  # the same padded shapes, run eagerly
     ref = eager.encode_ids(ids, batch_size=1)
     assert eager.runner.eager_runs > 0 and not eager.runner.graphs
@@ -418,10 +418,10 @@ def test_cuda_embeddings_bitwise_batch_invariant(gpu_model, sts_sentences, scifa
     assert np.array_equal(a, gpu_model.encode(texts[::-1], batch_size=512)[::-1])
     assert np.array_equal(a[:100], gpu_model.encode(texts[:100], batch_size=7))
     ids = gpu_model.tokenizer.encode(texts)
-    graphed = cp.CudaPipeline(gpu_model.engine)
+    graphed = cp.CudaPipeline(gpu_model.engine, EncodeRequest())
     graphed.runner.capture_after = 1
-    for pipe, kw in ((graphed, {}), (graphed, dict(batch_size=2048)), (cp.CudaPipeline(gpu_model.engine, use_graphs=False), {}),
-                     (cp.CudaPipeline(gpu_model.engine, max_tokens=1000), dict(chunk_size=333))):
+    for pipe, kw in ((graphed, {}), (graphed, dict(batch_size=2048)), (cp.CudaPipeline(gpu_model.engine, EncodeRequest(), use_graphs=False), {}),
+                     (cp.CudaPipeline(gpu_model.engine, EncodeRequest(), max_tokens=1000), dict(chunk_size=333))):
         assert np.array_equal(a, pipe.encode_ids(ids, **kw)), kw
 
 
@@ -431,7 +431,7 @@ def test_cuda_pipeline_forward_has_no_sync(gpu_model, sts_sentences):
     """Copy in, forward (graph replay, and eager), scatter out: nothing waits for the GPU."""
     ids = gpu_model.tokenizer.encode(sts_sentences[:2000])
     for graphs in (True, False):
-        pipe = cp.CudaPipeline(gpu_model.engine, max_tokens=8192, use_graphs=graphs)
+        pipe = cp.CudaPipeline(gpu_model.engine, EncodeRequest(), max_tokens=8192, use_graphs=graphs)
         pipe.runner.capture_after = 1
         pipe.encode_ids(ids)  # warm-up: autotuning and captures may sync
         order = cp.plan_token_budget(np.array([len(s) for s in ids]), 32, 8192)[0]
@@ -456,13 +456,13 @@ def test_cuda_peak_memory_bounded_by_token_budget(gpu_model, sts_sentences, scif
     texts = (sts_sentences + scifact_texts * 20)[:6000]
     ids = gpu_model.tokenizer.encode(texts)
     for budget in (4096, 16384):  # warm-up: Triton's autotuner allocates a large scratch buffer
-        cp.CudaPipeline(gpu_model.engine, max_tokens=budget, use_graphs=False).encode_ids(ids, chunk_size=2048)
+        cp.CudaPipeline(gpu_model.engine, EncodeRequest(), max_tokens=budget, use_graphs=False).encode_ids(ids, chunk_size=2048)
     peaks = {}
     for budget in (4096, 16384):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        cp.CudaPipeline(gpu_model.engine, max_tokens=budget, use_graphs=False).encode_ids(ids, chunk_size=2048)
+        cp.CudaPipeline(gpu_model.engine, EncodeRequest(), max_tokens=budget, use_graphs=False).encode_ids(ids, chunk_size=2048)
         torch.cuda.synchronize()
         peaks[budget] = torch.cuda.max_memory_allocated() - base
     # Activations scale with the budget: well under 16 KiB per token (fp16, hidden 384,
