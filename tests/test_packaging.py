@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import pytest
 
 import minilm
 from conftest import OFFLINE_ENV, REPO
@@ -30,6 +33,9 @@ def test_minilm_kernels_maps_onto_kernels_and_transformers_sees_no_kernels_modul
     kernels are the repository's kernels/ folder under the name minilm.kernels, and a process
     that imports minilm exposes no top-level `kernels`, which transformers would take for the
     PyPI package of that name."""
+    if str(REPO) in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        pytest.skip("the repository root is on PYTHONPATH, so its kernels/ is importable as `kernels` by "
+                    "construction; the installed layouts are what this checks")
     code = ("import importlib.util, sys, minilm, minilm.kernels\n"
             "from transformers.utils.import_utils import is_kernels_available\n"
             "spec = importlib.util.find_spec('kernels')\n"

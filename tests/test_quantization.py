@@ -12,14 +12,14 @@ from conftest import max_abs_err
 
 ATOL = 1e-6  # measured: 1.5e-7 on these unit vectors
 
-def _assert_same_codes(ours: np.ndarray, ref: np.ndarray, precision: str) -> None:
+def _assert_same_codes(ours: np.ndarray, ref: np.ndarray, precision: str, flip_share: float = 2e-3) -> None:
     assert ours.dtype == ref.dtype and ours.shape == ref.shape
     if precision == "float32":
         assert max_abs_err(ours, ref) < ATOL
     elif precision.endswith("int8"):
         # Codes are floors of bucket positions: float noise ~1e-7 can cross a bucket edge.
         diff = np.abs(ours.astype(np.int16) - ref.astype(np.int16))
-        assert diff.max() <= 1 and (diff > 0).mean() < 2e-3
+        assert diff.max() <= 1 and (diff > 0).mean() < flip_share
     else:
         bits = np.unpackbits(ours.view(np.uint8) ^ ref.view(np.uint8))
         assert bits.sum() <= 2  # a sign flip needs a value within float noise of 0
@@ -39,7 +39,9 @@ def test_precision_matches_sentence_transformers(ml_real, st_real, texts, st_flo
 
     t = ml_real.encode(batch[:4], precision=precision, convert_to_tensor=True)
     t_ref = st_real.encode(batch[:4], precision=precision, convert_to_tensor=True)
-    _assert_same_codes(t.numpy(), t_ref.numpy(), precision)
+    # Four texts calibrate the buckets: each dimension's min and max sit on a bucket edge, so
+    # many more codes are one float-noise step away from the next than with 48 texts.
+    _assert_same_codes(t.numpy(), t_ref.numpy(), precision, flip_share=0.05)
     assert isinstance(t, torch.Tensor) and t.dtype == t_ref.dtype and t.shape == t_ref.shape
     assert t.device == t_ref.device  # like sentence-transformers: quantized codes are CPU tensors
     lst = ml_real.encode(batch[:4], precision=precision, convert_to_numpy=False)
