@@ -11,20 +11,13 @@ import pytest
 import torch
 
 import minilm
-from conftest import save_random_bert, save_st_model
 
 TEXTS = ["a b", "c d", "e", "the quick brown fox"]
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory, real_model_path):
-    hf = save_random_bert(tmp_path_factory.mktemp("hf"), real_model_path, hidden_size=32, num_attention_heads=2,
-                          num_hidden_layers=1, intermediate_size=64)
-    return save_st_model(tmp_path_factory.mktemp("st"), hf)
-
-
-@pytest.fixture(scope="module")
 def tiny(tiny_folder):
+    # Its own instance (the folder is shared): these tests try to break the model they use.
     return minilm.SentenceTransformer(str(tiny_folder), device="cpu")
 
 
