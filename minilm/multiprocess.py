@@ -65,6 +65,8 @@ class WorkerSpec:
     similarity_fn_name: str = "cosine"
     max_batch_tokens: Optional[int] = None
     chunk_size: Optional[int] = None
+    quantize: Optional[str] = None
+    calibration_texts: Optional[tuple] = None
 
     @classmethod
     def from_model(cls, model) -> "WorkerSpec":
@@ -78,6 +80,9 @@ class WorkerSpec:
             similarity_fn_name=model.similarity_fn_name,
             max_batch_tokens=model.max_batch_tokens,
             chunk_size=model.chunk_size,
+            quantize=getattr(model, "quantize", None),
+            calibration_texts=None if getattr(model, "calibration_texts", None) is None
+            else tuple(model.calibration_texts),
         )
 
     def differences(self, other: "WorkerSpec") -> dict[str, tuple[Any, Any]]:
@@ -91,7 +96,8 @@ class WorkerSpec:
             self.model_path, device=device, dtype=self.dtype, prompts=self.prompts,
             default_prompt_name=self.default_prompt_name, truncate_dim=self.truncate_dim,
             similarity_fn_name=self.similarity_fn_name, max_batch_tokens=self.max_batch_tokens,
-            local_files_only=True,
+            local_files_only=True, quantize=self.quantize,
+            calibration_texts=None if self.calibration_texts is None else list(self.calibration_texts),
         )
         model.max_seq_length = self.max_seq_length
         model.chunk_size = self.chunk_size

@@ -215,6 +215,8 @@ class SentenceTransformer(nn.Module):
         similarity_fn_name: str | None = None,
         max_batch_tokens: int | None = None,
         trust_remote_code: bool = False,
+        quantize: str | None = None,
+        calibration_texts: Sequence[str] | None = None,
     ):
         super().__init__()
         if trust_remote_code:
@@ -250,6 +252,13 @@ class SentenceTransformer(nn.Module):
         base_tok = load_tokenizer(tdir, bool(sbert.get("do_lower_case", False)),
                                   vocab_txt_fallback=cfg.model_type in ("bert", "distilbert"))
         self.tokenizer = TextTokenizer(base_tok, max_len)
+        self.quantize = quantize
+        self.calibration_texts: Optional[list[str]] = None
+        if quantize is not None or calibration_texts is not None:
+            from .int8 import quantize_model
+
+            # The validated texts are kept so that worker processes rebuild the same model.
+            self.calibration_texts = quantize_model(self.encoder, quantize, dev, self.tokenizer, calibration_texts)
 
         modes, include_prompt = modes_from_config(pipe.pooling_cfg)
         dim = pipe.pooling_cfg.get("embedding_dimension", pipe.pooling_cfg.get("word_embedding_dimension"))
