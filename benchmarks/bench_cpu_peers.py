@@ -145,8 +145,9 @@ def st_openvino_int8(path, work: Path, calib: list[str]):
     OVQuantizer.from_pretrained(model[0].auto_model).quantize(ds, save_directory=str(out),
                                                               ov_config=OVConfig(quantization_config=qcfg))
     (folder / "openvino").mkdir(exist_ok=True)
-    for ext in ("xml", "bin"):
-        shutil.copy(out / f"openvino_model.{ext}", folder / "openvino" / f"openvino_model_qint8_quantized.{ext}")
+    xml = next(out.rglob("*.xml"))  # where optimum puts it varies between versions
+    shutil.copy(xml, folder / "openvino" / "openvino_model_qint8_quantized.xml")
+    shutil.copy(xml.with_suffix(".bin"), folder / "openvino" / "openvino_model_qint8_quantized.bin")
     return _st(str(folder), backend="openvino",
                model_kwargs={"file_name": "openvino/openvino_model_qint8_quantized.xml"})
 
