@@ -14,10 +14,12 @@ every engine, then repeat 2, ...), median of the repeats:
 Workloads: "short" = STS-dev sentences (fidelity: STS Spearman x100), "long" = SciFact
 abstracts truncated at 256 tokens. Fidelity is the cosine to sentence-transformers fp32 on
 the same texts. Peers whose packages are missing are skipped with a message. The peer
-packages are benchmark-only; put them in a separate venv, e.g.
+packages are benchmark-only and not a minilm extra (sentence-transformers 6.2 cannot install
+both extras; 5.1.2 can, with older transformers); put them in a separate venv, e.g.
 
     cp -a .venv /work/peers-venv
-    /work/peers-venv/bin/python -m pip install "sentence-transformers[onnx,openvino]==5.1.2"
+    /work/peers-venv/bin/python -m pip install "sentence-transformers[onnx,openvino]==5.1.2" \
+        "datasets<4.5" "huggingface-hub==0.36.2"   # datasets: OpenVINO's calibration input
     /work/peers-venv/bin/python benchmarks/bench_cpu_peers.py
     python benchmarks/bench_cpu_peers.py --smoke    # minilm only, tiny, no data needed
 """
