@@ -235,13 +235,19 @@ class Engine:
         self._backends: dict[tuple[torch.device, torch.dtype], str] = {}
         self._pinned_backend: Optional[str] = None
         self._pinned_strategy = None
+        self.quantize: Optional[str] = None
+        self.calibration_texts: Optional[list[str]] = None
         self._pipelines: dict[tuple, Any] = {}
         self._prompt_lengths: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def from_folder(cls, folder: ModelFolder, dtype: torch.dtype) -> "Engine":
-        """Build every piece a folder describes, on the CPU, in ``dtype``."""
+    def from_folder(cls, folder: ModelFolder, dtype: torch.dtype, *, quantize: Optional[str] = None,
+                    calibration_texts: Optional[Sequence[str]] = None,
+                    device: torch.device = torch.device("cpu")) -> "Engine":
+        """Build every piece a folder describes, on the CPU, in ``dtype``; with ``quantize``
+        (``"int8"``, for ``device`` the CPU) the encoder's linear layers become int8 GEMMs,
+        smoothed on ``calibration_texts`` (default: the text shipped with minilm)."""
         tdir = folder.transformer_dir
         encoder = load_encoder(tdir, dtype)
         cfg = encoder.config
@@ -263,8 +269,15 @@ class Engine:
                                      f"gives {out_dim}")
                 out_dim = h.linear.out_features
         heads.to(dtype)
-        return cls(encoder, TextTokenizer(base_tok, max_len), folder.pooling_modes, folder.include_prompt,
-                   heads, out_dim)
+        engine = cls(encoder, TextTokenizer(base_tok, max_len), folder.pooling_modes, folder.include_prompt,
+                     heads, out_dim)
+        if quantize is not None or calibration_texts is not None:
+            from .int8 import quantize_model
+
+            # The validated texts are kept so that worker processes rebuild the same engine.
+            engine.calibration_texts = quantize_model(encoder, quantize, device, engine.tokenizer, calibration_texts)
+            engine.quantize = quantize
+        return engine
 
     # ------------------------------------------------------------------------------ state
     @property
@@ -331,6 +344,8 @@ class Engine:
     def move_to(self, device: torch.device) -> None:
         """Move the encoder and heads; a no-op when already there. Safe under concurrent calls."""
         if device != self.device:
+            if self.quantize is not None and device.type != "cpu":
+                raise ValueError(f"quantize={self.quantize!r} runs on the CPU only; cannot move to {device}")
             with self._lock:
                 self.encoder.to(device)
                 self.heads.to(device)
@@ -456,7 +471,8 @@ class Engine:
     def spec(self, model_path: Path | str) -> "EngineSpec":
         return EngineSpec(model_path=str(model_path), dtype=str(self.dtype).replace("torch.", ""),
                           max_seq_length=self.tokenizer.max_length, max_batch_tokens=self.max_batch_tokens,
-                          chunk_size=self.chunk_size)
+                          chunk_size=self.chunk_size, quantize=self.quantize,
+                          calibration_texts=None if self.calibration_texts is None else tuple(self.calibration_texts))
 
 
 @dataclass(frozen=True)
@@ -468,6 +484,8 @@ class EngineSpec:
     max_seq_length: int
     max_batch_tokens: Optional[int] = None
     chunk_size: Optional[int] = None
+    quantize: Optional[str] = None
+    calibration_texts: Optional[tuple[str, ...]] = None
 
     def differences(self, other: "EngineSpec") -> dict[str, tuple[Any, Any]]:
         a, b = asdict(self), asdict(other)
@@ -475,7 +493,8 @@ class EngineSpec:
 
     def build(self, device: str) -> Engine:
         dev = resolve_device(device)
-        engine = Engine.from_folder(read_model_folder(Path(self.model_path)), resolve_dtype(self.dtype, dev))
+        engine = Engine.from_folder(read_model_folder(Path(self.model_path)), resolve_dtype(self.dtype, dev),
+                                    quantize=self.quantize, calibration_texts=self.calibration_texts, device=dev)
         engine.tokenizer.max_length = self.max_seq_length
         engine.max_batch_tokens = self.max_batch_tokens
         engine.chunk_size = self.chunk_size

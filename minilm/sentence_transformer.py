@@ -76,6 +76,8 @@ class SentenceTransformer(nn.Module):
         similarity_fn_name: str | None = None,
         max_batch_tokens: int | None = None,
         trust_remote_code: bool = False,
+        quantize: str | None = None,
+        calibration_texts: Sequence[str] | None = None,
     ):
         super().__init__()
         if trust_remote_code:
@@ -91,7 +93,8 @@ class SentenceTransformer(nn.Module):
                                   token=token, local_files_only=local_files_only)
         self.model_path = root
         folder = read_model_folder(root)
-        self.engine = Engine.from_folder(folder, dtype)
+        self.engine = Engine.from_folder(folder, dtype, quantize=quantize, calibration_texts=calibration_texts,
+                                         device=dev)
         self._check_truncate_dim(truncate_dim, self.engine.embedding_dim)
         # Registered as submodules so that .to(), .half(), state_dict() work as on any nn.Module;
         # the engine holds the same objects.
@@ -127,6 +130,16 @@ class SentenceTransformer(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.engine.dtype
+
+    @property
+    def quantize(self) -> Optional[str]:
+        """``"int8"`` when the encoder's linear layers run as int8 GEMMs (CPU only), else None."""
+        return self.engine.quantize
+
+    @property
+    def calibration_texts(self) -> Optional[list[str]]:
+        """The texts int8 smoothing was calibrated on, when given (None: minilm's own text)."""
+        return self.engine.calibration_texts
 
     @property
     def tokenizer(self):

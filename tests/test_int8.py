@@ -1,0 +1,155 @@
+"""int8 CPU mode (``SentenceTransformer(quantize="int8")``): the int8 GEMM against a plain
+float64 reference, fidelity against sentence-transformers float32, batch invariance, and the
+errors for bad settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import minilm
+from minilm import int8
+
+from conftest import data_dir, spearman_x100
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def heldout_texts() -> list[str]:
+    """Generated text, disjoint from minilm/data/calibration.txt: short sentences from
+    templates, a few questions, and long paragraphs built from them (up to ~300 tokens)."""
+    subjects = ["The engineer", "A young violinist", "My neighbour's parrot", "The city council",
+                "An exhausted marathon runner", "The research team", "A stray kitten", "Our landlord"]
+    actions = ["repaired the broken heater", "announced a surprising new budget",
+               "stared at the glowing monitor", "climbed the narrow staircase", "wrote a long complaint",
+               "measured the salinity of the lake", "refused to sign the lease", "painted the fence green"]
+    places = ["before dawn", "in the crowded market", "during the thunderstorm", "at the edge of the glacier",
+              "beside the abandoned railway", "after the quarterly review"]
+    short = [f"{s} {a} {p}." for i, s in enumerate(subjects) for j, a in enumerate(actions)
+             for k, p in enumerate(places) if (i + 2 * j + 3 * k) % 7 == 0]
+    questions = ["Which vitamins dissolve in fat?", "How far can a pigeon fly in one day?", "refund?",
+                 "Why did the ferry timetable change in October?", "Is granite harder than marble?",
+                 "What does a quantum of action measure?", "Error: segmentation fault (core dumped)"]
+    long = [" ".join(short[i::5]) for i in range(5)]
+    return short + questions + long
+
+
+@pytest.fixture(scope="module")
+def ml_int8(real_model_path):
+    return minilm.SentenceTransformer(str(real_model_path), device="cpu", quantize="int8")
+
+
+# ------------------------------------------------------------------------- the GEMM
+@pytest.mark.parametrize("backend", ["onednn", "int_mm"])
+@pytest.mark.parametrize("rows", [1, 17, 700])
+def test_int8_linear_matches_float64_reference(backend, rows):
+    """Int8Linear == dequantize(quantize(x)) @ dequantize(quantize(W))^T + b, computed in float64
+    from the definitions: per-token and per-output-channel symmetric scales, round to nearest."""
+    if backend == "onednn" and int8.gemm_backend() != "onednn":
+        pytest.skip("this torch build has no oneDNN int8 linear")
+    g = torch.Generator().manual_seed(rows)
+    lin = torch.nn.Linear(96, 40).requires_grad_(False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(40, 96, generator=g) * 0.1)
+        lin.bias.copy_(torch.randn(40, generator=g))
+    x = torch.randn(rows, 96, generator=g) * torch.rand(rows, 1, generator=g) * 5
+    smooth = torch.rand(96, generator=g) + 0.5
+
+    xs = x.double() / smooth.double()
+    w = lin.weight.double() * smooth.double()
+    w_scale = w.abs().amax(1) / 127
+    wq = torch.round(w / w_scale[:, None])
+    x_scale = xs.abs().amax(1, keepdim=True) / 127
+    xq = torch.floor(xs / x_scale + 0.5)  # round half up, as the kernel does
+    ref = (xq * x_scale) @ (wq * w_scale[:, None]).T + lin.bias.double()
+
+    got = int8.Int8Linear(lin, smooth, backend=backend)(x)
+    assert got.dtype == torch.float32 and got.shape == (rows, 40)
+    # The kernel rounds in float32, so a value within float32 error of a rounding boundary may
+    # land one step away from the float64 reference: allow a few such steps per row.
+    step = x_scale * w.abs().max()  # (rows, 1): what one int8 step of x or W can move an output
+    err = (got.double() - ref).abs()
+    assert bool((err <= 3 * step).all()), f"max error {float((err / step).max()):.2f} steps"
+    assert float((err / step).median()) < 0.01  # almost every output is exact
+    # and the quantization error itself is small against the float layer
+    torch.testing.assert_close(got, lin(x), rtol=0.05, atol=0.05 * float(lin(x).abs().max()))
+
+
+# ------------------------------------------------------------------------- fidelity
+def test_int8_fidelity_on_heldout_text(ml_int8, st_real):
+    texts = heldout_texts()
+    ref = st_real.encode(texts, batch_size=16)
+    got = ml_int8.encode(texts, batch_size=16)
+    cos = _cos(got, ref)
+    assert cos.min() >= 0.97, f"min cosine to sentence-transformers fp32 {cos.min():.4f} on {texts[cos.argmin()]!r}"
+    assert cos.mean() >= 0.99
+    # int8 is an approximation, not the float path under another name
+    assert cos.min() < 0.99999
+
+
+def test_int8_with_bfloat16_compute(real_model_path, st_real):
+    ml = minilm.SentenceTransformer(str(real_model_path), device="cpu", dtype="bfloat16", quantize="int8")
+    texts = heldout_texts()[:40]
+    assert ml.dtype == torch.bfloat16
+    assert _cos(ml.encode(texts), st_real.encode(texts)).min() >= 0.97
+
+
+@pytest.mark.skipif(not (data_dir() / "sts-dev.tsv").is_file(), reason="needs ../shared/data/sts-dev.tsv")
+def test_int8_sts_spearman_within_0_3_of_fp32(ml_int8, st_real, sts_rows, sts_sentences):
+    gold = np.array([s for s, _, _ in sts_rows])
+    ref = spearman_x100(st_real.encode(sts_sentences, batch_size=64), gold)
+    got = spearman_x100(ml_int8.encode(sts_sentences, batch_size=64), gold)
+    assert abs(got - ref) <= 0.3, f"int8 STS Spearman {got:.3f} vs fp32 {ref:.3f}"
+
+
+# ------------------------------------------------------------------------- invariance
+def test_int8_embedding_is_independent_of_its_batch(ml_int8):
+    texts = heldout_texts()
+    probe = [texts[3], texts[-1], "refund?"]
+    alone = np.stack([ml_int8.encode(t) for t in probe])
+    crowd = ml_int8.encode(texts[::-1] + probe, batch_size=64)[-3:]
+    small = ml_int8.encode(probe + texts, batch_size=2)[:3]
+    assert np.array_equal(alone, crowd)
+    assert np.array_equal(alone, small)
+
+
+# ------------------------------------------------------------------------- settings
+def test_calibration_texts_change_the_smoothing(real_model_path, ml_int8):
+    other = minilm.SentenceTransformer(str(real_model_path), device="cpu", quantize="int8",
+                                       calibration_texts=heldout_texts())
+    a, b = ml_int8.encoder.layers[0].attn.qkv, other.encoder.layers[0].attn.qkv
+    assert isinstance(a, int8.Int8Linear) and a.inv_smooth is not None
+    assert not torch.equal(a.inv_smooth, b.inv_smooth)
+    assert other.calibration_texts == [t for t in heldout_texts() if t.strip()]
+
+
+@pytest.mark.parametrize("texts, error, match", [
+    ("one long string", TypeError, "list of str"),
+    ([], ValueError, "no non-empty text"),
+    (["   ", ""], ValueError, "no non-empty text"),
+    (["fine", 3], TypeError, "item 1 is int"),
+    (None, None, None),
+])
+def test_calibration_texts_validation(real_model_path, texts, error, match):
+    if error is None:  # calibration_texts without quantize is a mistake too
+        with pytest.raises(ValueError, match="only used with quantize"):
+            minilm.SentenceTransformer(str(real_model_path), device="cpu", calibration_texts=["a text"])
+        return
+    with pytest.raises(error, match=match):
+        minilm.SentenceTransformer(str(real_model_path), device="cpu", quantize="int8", calibration_texts=texts)
+
+
+@pytest.mark.parametrize("mode", ["int4", "INT8", True, "bfloat16"])
+def test_unknown_quantize_mode(real_model_path, mode):
+    with pytest.raises(ValueError, match="quantize must be None or one of"):
+        minilm.SentenceTransformer(str(real_model_path), device="cpu", quantize=mode)
+
+
+def test_int8_refuses_cuda(real_model_path):
+    # Refused whether or not a GPU is present: the check comes before any weight moves.
+    with pytest.raises(ValueError, match="CPU only"):
+        minilm.SentenceTransformer(str(real_model_path), device="cuda", quantize="int8")
