@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from . import multiprocess, streaming
 from .config import EncoderConfig
 from .engine import OUTPUT_VALUES, EncodeRequest, Engine, EngineSpec, resolve_dtype
+from .int8 import check_quantize
 from .inputs import (check_chunk_size, check_int, check_max_seq_length, check_texts, iter_text_chunks,
                      resolve_device)
 from .hub import resolve_model_path
@@ -86,6 +87,16 @@ class SentenceTransformer(nn.Module):
                                     not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items())):
             raise TypeError("prompts must be a dict of str -> str")
         self._check_truncate_dim(truncate_dim, None)
+        if quantize is not None:
+            # int8 runs on the CPU only: the default device is the CPU, and asking for another
+            # is refused whether or not this machine has it.
+            device = "cpu" if device is None else device
+            try:
+                target = torch.device(device)
+            except (RuntimeError, TypeError, ValueError):
+                target = None  # resolve_device names the problem
+            if target is not None:
+                check_quantize(quantize, target)
         dev = resolve_device(device)
         dtype = resolve_dtype(dtype, dev)
 

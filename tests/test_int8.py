@@ -153,3 +153,24 @@ def test_int8_refuses_cuda(real_model_path):
     # Refused whether or not a GPU is present: the check comes before any weight moves.
     with pytest.raises(ValueError, match="CPU only"):
         minilm.SentenceTransformer(str(real_model_path), device="cuda", quantize="int8")
+
+
+def test_engine_spec_carries_int8_to_workers(ml_int8, real_model_path):
+    """Pool workers rebuild the engine from its spec: it must come back quantized with the same
+    calibration, or a pool would silently run float32."""
+    import pickle
+
+    spec = pickle.loads(pickle.dumps(ml_int8.engine.spec(ml_int8.model_path)))
+    assert spec.quantize == "int8"
+    texts = heldout_texts()[:12]
+    np.testing.assert_array_equal(spec.build("cpu").encode(texts, minilm.engine.EncodeRequest()), ml_int8.encode(texts))
+    fp32 = minilm.SentenceTransformer(str(real_model_path), device="cpu")
+    assert spec.differences(fp32.engine.spec(fp32.model_path))["quantize"] == ("int8", None)
+    with pytest.raises(ValueError, match="CPU only"):
+        ml_int8.engine.move_to(torch.device("cuda"))
+
+
+def test_int8_defaults_to_the_cpu(real_model_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    m = minilm.SentenceTransformer(str(real_model_path), quantize="int8")
+    assert m.device.type == "cpu" and m.quantize == "int8"
