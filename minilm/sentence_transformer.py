@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from . import heads as heads_mod
 from .config import EncoderConfig
-from .hub import resolve_model_path
+from .hub import DEFAULT_MODEL, resolve_model_path
 from .model import VarlenBatch, make_varlen_batch
 from .outputs import empty_output, feature_dicts, quantized_output
 from .pooling import modes_from_config, pool
@@ -28,7 +28,6 @@ from .weights import load_encoder
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _SUPPORTED_MODULES = ("Transformer", "Pooling", "Dense", "Normalize", "Dropout")
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -521,6 +520,7 @@ class SentenceTransformer(nn.Module):
         truncate_dim: Optional[int] = None,
         pool: Optional[Any] = None,
         chunk_size: Optional[int] = None,
+        _progress: Optional[Any] = None,
     ):
         """Embed texts. A str gives a 1-D result, a list gives ``(N, D)`` (float32 numpy by default).
 
@@ -528,6 +528,9 @@ class SentenceTransformer(nn.Module):
         input order. ``pool`` (from :meth:`start_multi_process_pool`) or a list of devices
         (``["cpu", "cpu"]``, ``["cuda:0", "cuda:1"]``) spreads chunks of ``chunk_size`` texts over
         worker processes, with the same result.
+
+        ``_progress`` (private; for ``encode_iter`` and the CLI) is a tqdm-like bar owned by the
+        caller, advanced per batch by the number of texts instead of a bar of this call's own.
 
         ``output_value``: ``"sentence_embedding"``; ``"token_embeddings"`` (per text, a
         ``(n_tokens, H)`` tensor, special tokens included); or ``None`` (per text, a dict of every
@@ -542,7 +545,8 @@ class SentenceTransformer(nn.Module):
 
             # Every other argument goes to the workers' encode(), including any added later.
             kwargs = {k: v for k, v in locals().items() if k not in ("self", "sentences", "pool", "device",
-                                                                      "chunk_size", "encode_multi_process")}
+                                                                      "chunk_size", "encode_multi_process",
+                                                                      "_progress")}
             return encode_multi_process(self, sentences, pool=pool, devices=device, chunk_size=chunk_size, **kwargs)
         texts, single = _check_texts(sentences)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -586,11 +590,11 @@ class SentenceTransformer(nn.Module):
         all_ids: list[list[int]] = []
         if output_value != "token_embeddings":
             sentence_out = torch.empty(len(texts), out_dim, dtype=self.dtype, device="cpu" if convert_to_numpy else dev)
-        progress = None
-        if show_progress_bar:
+        progress = _progress
+        if progress is None and show_progress_bar:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=len(texts), desc="Batches", unit="text")
+            progress = tqdm(total=len(texts), desc="Embedding", unit="text")
         try:
             for chunk in self._iter_chunks(texts, batch_size=batch_size, prompt_length=prompt_length,
                                            truncate_dim=truncate_dim,
@@ -604,7 +608,7 @@ class SentenceTransformer(nn.Module):
                 if output_value is None:
                     all_ids.extend(chunk.ids)
         finally:
-            if progress is not None:
+            if progress is not None and progress is not _progress:
                 progress.close()
 
         if output_value is None:
@@ -656,19 +660,24 @@ class SentenceTransformer(nn.Module):
 
         return encode_iter(self, sentences, chunk_size=chunk_size, pool=pool, **encode_kwargs)
 
-    def start_multi_process_pool(self, target_devices: Optional[Sequence[str]] = None):
+    def start_multi_process_pool(self, target_devices: Optional[Sequence[str]] = None,
+                                 timeout: Optional[float] = None):
         """Start worker processes for ``encode(..., pool=pool)``: one per entry of ``target_devices``
         (e.g. ``["cuda:0", "cuda:1"]`` or ``["cpu", "cpu"]``); by default every CUDA device, or
         up to 4 CPU workers that share the cores. Workers load the model from ``model_path`` with
         this model's settings (dtype, max_seq_length, prompts, ...). Stop it with
         :meth:`stop_multi_process_pool`; pools left running are stopped at exit.
 
+        ``timeout`` (seconds per chunk, default none): a worker that takes longer on one chunk
+        (stopped, stuck in a driver) shuts the pool down and makes ``encode`` raise a
+        ``RuntimeError`` naming it, as a worker that dies does.
+
         As with any spawned process, a script that starts a pool needs an
         ``if __name__ == "__main__":`` guard.
         """
         from .multiprocess import start_pool
 
-        return start_pool(self, target_devices)
+        return start_pool(self, target_devices, timeout=timeout)
 
     @staticmethod
     def stop_multi_process_pool(pool) -> None:
