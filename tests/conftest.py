@@ -170,3 +170,13 @@ def spearman_x100(emb, gold) -> float:
     a, b = emb[0::2].astype(np.float64), emb[1::2].astype(np.float64)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return float(spearmanr(cos, gold).statistic) * 100
+
+
+# ---------------------------------------------------------------------------- branch cli
+@pytest.fixture(scope="session")
+def tiny_st_model(tmp_path_factory, real_model_path) -> Path:
+    """A 1-layer, 32-wide random model with the real tokenizer: CLI and pool tests in seconds."""
+    d = tmp_path_factory.mktemp("tiny_st")
+    hf = save_random_bert(d / "hf", real_model_path, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=64)
+    return save_st_model(d / "st", hf)

@@ -45,6 +45,7 @@ def _rows_done(sidecar: Path) -> int | None:
         return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and glibc behaviour")
 def test_streaming_rss_slope_is_flat(tmp_path, tiny_model):
     rng = random.Random(0)
