@@ -25,7 +25,7 @@ def test_cli_encode_arguments_file_and_stdin(tmp_path, ml_real):
     texts = ["A man is playing a guitar.", "A woman slices an onion."]
     r = _run(["encode", *texts])
     assert r.returncode == 0, r.stderr
-    assert "embedded 2 texts -> (2, 384) float32" in r.stdout
+    assert "embedded 2 texts -> (2, 384) float32" in r.stderr
 
     f = tmp_path / "in.txt"
     f.write_text("\n".join(texts) + "\n", encoding="utf-8")

@@ -386,7 +386,9 @@ def test_cli_search(tmp_path, ml_real, texts, monkeypatch, capsys):
         # Line numbers are the file's, counting the blank line that was skipped.
         assert [h["line"] for h in row["hits"]] == [i + 1 + (i >= 10) for i in (h["corpus_id"] for h in hits)]
         np.testing.assert_allclose([h["score"] for h in row["hits"]], [h["score"] for h in hits], atol=1e-5)
-    np.testing.assert_allclose(np.load(cache), ml_real.encode_document(corpus), atol=1e-5)
+    # One cached row per line, the blank one included (as `encode --output` writes them).
+    np.testing.assert_allclose(np.load(cache), ml_real.encode_document(corpus[:10] + [""] + corpus[10:]),
+                               atol=1e-5)
 
     # Queries from stdin, the cached corpus reused, a readable table.
     monkeypatch.setattr(sys, "stdin", io.StringIO(qs[0] + "\n\n" + qs[1] + "\n"))
