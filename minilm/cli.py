@@ -600,7 +600,7 @@ def _add_encode_parser(sub) -> argparse.ArgumentParser:
                    help="with --workers: seconds a worker may spend on one chunk before the run fails "
                         "(default: no limit)")
     e.add_argument("--show", type=int, default=5, metavar="N", help="rows in the preview")
-    e.set_defaults(func=_cmd_encode, validate=_validate_encode)
+    e.set_defaults(func=_cmd_encode, validate=_validate_encode, parser=e)
     return e
 
 
@@ -618,7 +618,7 @@ def _add_search_parser(sub) -> argparse.ArgumentParser:
                    help="cache the corpus embeddings here (reused while corpus and model are unchanged)")
     s.add_argument("--json", action="store_true", help="print one JSON object per query instead of a table")
     s.add_argument("--max-chars", type=int, default=100, metavar="N", help="truncate shown texts to N characters")
-    s.set_defaults(func=_cmd_search, validate=None)
+    s.set_defaults(func=_cmd_search, validate=None, parser=s)
     return s
 
 
@@ -643,10 +643,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
-    sub = parser._subparsers._group_actions[0].choices[args.command]  # for its usage line in errors
     try:
         if args.validate is not None:
-            args.validate(args, sub)
+            args.validate(args, args.parser)  # argument errors print the subcommand's usage
         return args.func(args)
     except KeyboardInterrupt:
         print(f"minilm {args.command}: interrupted", file=sys.stderr)
