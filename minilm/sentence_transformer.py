@@ -20,14 +20,13 @@ from .engine import OUTPUT_VALUES, EncodeRequest, Engine, EngineSpec, resolve_dt
 from .int8 import check_quantize
 from .inputs import (check_chunk_size, check_int, check_max_seq_length, check_texts, iter_text_chunks,
                      resolve_device)
-from .hub import resolve_model_path
+from .hub import DEFAULT_MODEL, resolve_model_path
 from .model_folder import read_model_folder, write_model_folder
 from .quantization import check_precision
 from .similarity import SIMILARITY_FN_NAMES, get_similarity_fn
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # encode_document's prompt candidates, in sentence-transformers' order of preference.
 _DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
@@ -296,6 +295,7 @@ class SentenceTransformer(nn.Module):
         chunk_size: Optional[int] = None,
         *,
         sentences: str | Sequence[str] | None = None,
+        _progress: Optional[Any] = None,
     ):
         """Embed texts. A str gives a 1-D result, a list gives ``(N, D)`` (float32 numpy by default).
 
@@ -305,6 +305,9 @@ class SentenceTransformer(nn.Module):
         also capped by ``max_batch_tokens``). ``pool`` (from :meth:`start_multi_process_pool`)
         or a list of devices (``["cpu", "cpu"]``, ``["cuda:0", "cuda:1"]``) spreads chunks of
         ``chunk_size`` texts over worker processes, with the same result.
+
+        ``_progress`` (private; for ``encode_iter`` and the CLI) is a tqdm-like bar owned by the
+        caller, advanced per batch by the number of texts instead of a bar of this call's own.
 
         ``output_value``: ``"sentence_embedding"``; ``"token_embeddings"`` (per text, a
         ``(n_tokens, H)`` tensor, special tokens included); or ``None`` (per text, a dict of every
@@ -318,7 +321,7 @@ class SentenceTransformer(nn.Module):
         check_chunk_size(chunk_size)
         request = self._request(prompt_name, prompt, batch_size, output_value, precision, convert_to_numpy,
                                 convert_to_tensor, normalize_embeddings, truncate_dim)
-        progress = _progress_bar(_show_progress(show_progress_bar), len(texts))
+        progress = _progress if _progress is not None else _progress_bar(_show_progress(show_progress_bar), len(texts))
         try:
             if pool is not None or isinstance(device, (list, tuple)):
                 result = multiprocess.encode_multi_process(self.engine.spec(self.model_path), texts, request,
@@ -329,7 +332,7 @@ class SentenceTransformer(nn.Module):
                     self.engine.move_to(resolve_device(device))
                 result = self.engine.encode(texts, request, progress)
         finally:
-            if progress is not None:
+            if progress is not None and progress is not _progress:
                 progress.close()
         return result[0] if single else result
 
@@ -368,12 +371,16 @@ class SentenceTransformer(nn.Module):
             raise ValueError("encode_iter() takes a pool, not a list of devices: start one with "
                              "model.start_multi_process_pool(devices) and pass pool=...")
         show = bool(encode_kwargs.pop("show_progress_bar", False))
+        caller_bar = encode_kwargs.pop("_progress", None)  # a bar owned by the caller (the CLI's)
         request = self._request(**encode_kwargs)
         if device is not None:
             self.engine.move_to(resolve_device(device))
         spec = None if pool is None else self.engine.spec(self.model_path)
         chunks = iter_text_chunks(sentences, size)  # checks the iterable before a bar appears
-        # The generator owns the bar, so it lives as long as the iteration does.
+        if caller_bar is not None:
+            return streaming.encode_chunks(self.engine, chunks, request, pool=pool, spec=spec,
+                                           progress=caller_bar, owns_progress=False)
+        # The generator owns this bar, so it lives as long as the iteration does.
         progress = _progress_bar(show, len(sentences) if hasattr(sentences, "__len__") else None)
         return streaming.encode_chunks(self.engine, chunks, request, pool=pool, spec=spec, progress=progress)
 
@@ -391,7 +398,8 @@ class SentenceTransformer(nn.Module):
                            normalize_embeddings=normalize_embeddings, truncate_dim=truncate_dim, pool=pool,
                            chunk_size=chunk_size)
 
-    def start_multi_process_pool(self, target_devices: Optional[Sequence[str]] = None):
+    def start_multi_process_pool(self, target_devices: Optional[Sequence[str]] = None,
+                                 timeout: Optional[float] = None):
         """Start worker processes for ``encode(..., pool=pool)``: one per entry of ``target_devices``
         (e.g. ``["cuda:0", "cuda:1"]`` or ``["cpu", "cpu"]``); by default every CUDA device, or
         up to 4 CPU workers that share the cores. Workers load the model from ``model_path`` with
@@ -399,10 +407,14 @@ class SentenceTransformer(nn.Module):
         settings are resolved here and sent with each call. Stop it with
         :meth:`stop_multi_process_pool`; pools left running are stopped at exit.
 
+        ``timeout`` (seconds per chunk, default none): a worker that takes longer on one chunk
+        (stopped, stuck in a driver) shuts the pool down and makes ``encode`` raise a
+        ``RuntimeError`` naming it, as a worker that dies does.
+
         As with any spawned process, a script that starts a pool needs an
         ``if __name__ == "__main__":`` guard.
         """
-        return multiprocess.start_pool(self.engine.spec(self.model_path), target_devices)
+        return multiprocess.start_pool(self.engine.spec(self.model_path), target_devices, timeout=timeout)
 
     @staticmethod
     def stop_multi_process_pool(pool) -> None:

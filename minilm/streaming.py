@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator, Optional
 import numpy as np
 
 from .inputs import InvalidTextError
+from .engine import release_freed_memory
 from .multiprocess import check_pool
 
 logger = logging.getLogger(__name__)
@@ -22,10 +23,10 @@ PROGRESS_SUFFIX = ".progress"
 
 
 def encode_chunks(engine, chunks: Iterator[list[str]], request, *, pool=None, spec=None,
-                  progress=None) -> Iterator[Any]:
+                  progress=None, owns_progress: bool = True) -> Iterator[Any]:
     """``engine.encode`` per chunk (or ``pool``'s workers, built from ``spec``), results yielded
-    in order (see ``SentenceTransformer.encode_iter``). The generator owns ``progress`` (a
-    tqdm bar or None) and closes it when it ends."""
+    in order (see ``SentenceTransformer.encode_iter``). ``progress`` (a tqdm bar or None)
+    moves per batch; the generator closes it when it ends if it ``owns_progress``."""
     try:
         if pool is None:
             done = 0
@@ -35,11 +36,12 @@ def encode_chunks(engine, chunks: Iterator[list[str]], request, *, pool=None, sp
                 except InvalidTextError as e:  # the stream's index, not the chunk's
                     raise e.shifted(done) from None
                 done += len(chunk)
+                release_freed_memory()
                 yield out
         else:
-            yield from check_pool(pool, spec).imap(chunks, request, progress)
+            yield from check_pool(pool, spec).imap(chunks, request, progress, holder="encode_iter")
     finally:
-        if progress is not None:
+        if progress is not None and owns_progress:
             progress.close()
 
 
@@ -68,16 +70,20 @@ class NpyRowWriter:
     with ``pwrite`` rather than through one mapping of the whole file, whose touched pages would
     count towards the process's resident memory and grow it with the corpus. After each block a
     ``<output>.progress`` JSON sidecar records how many rows are complete; it is removed when the
-    file is finished, so its presence marks an incomplete output.
+    file is finished, so its presence marks an incomplete output. ``progress`` holds extra
+    fields for the sidecar that change with the rows (``write(block, **fields)`` updates them),
+    such as a fingerprint of the input consumed so far.
     """
 
-    def __init__(self, path: Path, rows: int, dim: int, dtype: Any, meta: dict, resume: bool = False):
+    def __init__(self, path: Path, rows: int, dim: int, dtype: Any, meta: dict, resume: bool = False,
+                 progress: Optional[dict] = None):
         self.path = Path(path)
         self.sidecar = self.path.with_name(self.path.name + PROGRESS_SUFFIX)
         self.rows = rows
         self.dim = dim
         self.dtype = np.dtype(dtype)
         self.meta = meta
+        self.progress = dict(progress or {})
         self.done = 0
         if resume:
             self.done = self._check_resumable()
@@ -122,10 +128,11 @@ class NpyRowWriter:
 
     def _save_progress(self) -> None:
         tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
-        tmp.write_text(json.dumps({**self.meta, "rows_done": self.done, "rows_total": self.rows}), encoding="utf-8")
+        tmp.write_text(json.dumps({**self.meta, **self.progress, "rows_done": self.done, "rows_total": self.rows}),
+                       encoding="utf-8")
         os.replace(tmp, self.sidecar)  # atomic: a reader never sees a half-written sidecar
 
-    def write(self, block: np.ndarray) -> None:
+    def write(self, block: np.ndarray, **progress: Any) -> None:
         if block.ndim != 2 or block.shape[1] != self.dim:
             raise ValueError(f"expected rows of width {self.dim}, got shape {block.shape}")
         if block.dtype != self.dtype:
@@ -139,6 +146,7 @@ class NpyRowWriter:
             buf, pos = buf[n:], pos + n
         # Rows are in the OS's hands before the sidecar claims them.
         self.done += len(block)
+        self.progress.update(progress)
         self._save_progress()
 
     def close(self) -> None:

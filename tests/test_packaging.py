@@ -15,6 +15,7 @@ from conftest import OFFLINE_ENV, REPO
 
 ENV = OFFLINE_ENV
 
+
 def test_kernels_import_from_a_plain_checkout():
     # No install involved: only the repository root on sys.path.
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import minilm, minilm.kernels; "
