@@ -4,7 +4,6 @@ and resume."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -55,12 +54,6 @@ def count_lines(path: Path) -> int:
         for n, _ in enumerate(f, 1):
             pass
     return n
-
-
-def read_lines(path: Path, skip: int = 0) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for line in itertools.islice(f, skip, None):
-            yield line.rstrip("\r\n")
 
 
 class NpyRowWriter:
