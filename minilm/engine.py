@@ -172,11 +172,13 @@ class CudaStrategy:
 
     def sentence_embeddings(self, engine: "Engine", texts: Sequence[str], request: "EncodeRequest",
                             progress) -> Optional[Tensor]:
-        """(N, D) host embeddings of ``texts`` (prompt already applied), or None when the
-        request needs the generic path (token outputs, or a device tensor as the result)."""
+        """(N, D) host embeddings of ``texts``, or None when the request needs the generic
+        path (token outputs, or a device tensor as the result)."""
         if request.output_value != "sentence_embedding" or not request.convert_to_numpy:
             return None
         from .cuda_pipeline import prefetched
+
+        texts = _with_prompt(texts, request)
 
         pipe = engine.cuda_pipeline(request)
         size = engine.effective_chunk_size()
@@ -480,7 +482,7 @@ class Engine:
         """Embed ``texts`` (a list) and format the result as ``request`` asks: ``(N, D)`` numpy,
         a tensor, a list of tensors, token embeddings, feature dicts or quantized codes."""
         device = self.device
-        fast = self.strategy.sentence_embeddings(self, _with_prompt(texts, request), request, progress)
+        fast = self.strategy.sentence_embeddings(self, texts, request, progress)
         if fast is not None:
             return format_output(request, fast, [], [], device, with_token_types=False)
         out_dim = request.truncate_dim or self.embedding_dim
