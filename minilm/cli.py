@@ -147,9 +147,9 @@ def _check_device(device: Optional[str]) -> None:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise CLIError(f"--device {device!r} is not a device name ({e}); use cpu, cuda or cuda:N") from None
-    available = ["cpu"]
-    if torch.cuda.is_available():
-        available += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    from .inputs import available_devices
+
+    available = available_devices()
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             why = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
