@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
 from .hub import DEFAULT_MODEL
+from .memory import bound_native_caches
 
 # A bar is shown by default when stderr is a terminal and there are at least this many texts.
 PROGRESS_MIN_TEXTS = 1000
@@ -641,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    bound_native_caches()  # before the first bf16/int8 matmul: streams must stay flat
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

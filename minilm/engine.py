@@ -97,39 +97,6 @@ def choose_backend(device: torch.device, dtype: torch.dtype) -> str:
     return "sdpa_padded"
 
 
-# ------------------------------------------------------------------------------ host memory
-def _load_malloc_trim():
-    """glibc's ``malloc_trim``, or None (musl, macOS, Windows: their allocators differ)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.malloc_trim
-    except (OSError, AttributeError, TypeError):
-        return None
-    fn.argtypes = [ctypes.c_size_t]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_malloc_trim = _load_malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Hand memory that was freed back to the OS.
-
-    Each chunk allocates and frees tokenizer buffers and per-batch tensors of ever-different
-    sizes. glibc keeps freed blocks in its heaps (one arena per thread that allocated) for
-    reuse, and the mix of sizes fragments them, so a long stream's RSS crept up by ~1.5 KB a
-    row although nothing stayed alive (``malloc_trim(0)`` after a 190k-row run gave back half
-    the process's memory). Trimming once per chunk costs milliseconds against seconds of work.
-    """
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
-
 # ---------------------------------------------------------------------------- device strategy
 class CpuStrategy:
     """CPU: big chunks (tokenization is cheap next to the forward), batches capped at 2048

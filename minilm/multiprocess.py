@@ -38,8 +38,9 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from .engine import EncodeRequest, EngineSpec, release_freed_memory
+from .engine import EncodeRequest, EngineSpec
 from .inputs import InvalidTextError, check_chunk_size, check_device_list
+from .memory import bound_native_caches, release_freed_memory
 from .outputs import empty_output
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ def _worker_main(index: int, spec: EngineSpec, device: str, threads: int, conn) 
     # Ctrl-C reaches the whole process group; the parent decides what happens to its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
+    bound_native_caches()  # a worker is minilm's own process, and it may stream for hours
 
     def send(msg: tuple) -> None:
         conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))

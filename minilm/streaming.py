@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator, Optional
 import numpy as np
 
 from .inputs import InvalidTextError
-from .engine import release_freed_memory
+from .memory import release_freed_memory
 from .multiprocess import check_pool
 
 logger = logging.getLogger(__name__)

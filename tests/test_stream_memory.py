@@ -1,6 +1,7 @@
 """``minilm encode --input --output`` keeps its memory flat: resident memory must not creep up
-with the rows streamed (it did by ~1.5 KB a row with the real model, from freed memory that
-glibc kept in fragmented heaps)."""
+with the rows streamed. It did, by ~1.5 KB a row with the real model, from freed memory that
+glibc kept in fragmented heaps, and in bfloat16 also from oneDNN's caches of one kernel per
+GEMM shape (``minilm.memory``)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def _rows_done(sidecar: Path) -> int | None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and glibc behaviour")
-def test_streaming_rss_slope_is_flat(tmp_path, tiny_model):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_streaming_rss_slope_is_flat(tmp_path, tiny_model, dtype):
     rng = random.Random(0)
     words = "alpha beta gamma delta kappa lambda sigma omega river stone cloud light".split()
     src = tmp_path / "in.txt"
@@ -56,14 +58,12 @@ def test_streaming_rss_slope_is_flat(tmp_path, tiny_model):
                    encoding="utf-8")
     out = tmp_path / "emb.npy"
     sidecar = tmp_path / "emb.npy.progress"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           # oneDNN caches one GELU kernel per distinct token count, up to 1024 of them: bounded,
-           # but it fills over exactly the rows this test watches. A small cache takes it out of
-           # the picture, leaving the allocator's behaviour.
-           "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8"}
+    # The CLI bounds oneDNN's caches itself; a value inherited from the caller would hide that.
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     p = subprocess.Popen([sys.executable, "-m", "minilm.cli", "encode", "--input", str(src), "--output", str(out),
                           "--model", str(tiny_model), "--chunk-size", "4096", "--batch-size", "128",
-                          "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+                          "--dtype", dtype, "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     samples: list[tuple[int, int]] = []  # (rows done, RSS KB), once per chunk
     deadline = time.monotonic() + 600  # ~40 s on an idle 2-core machine
     try:
@@ -95,3 +95,13 @@ def test_streaming_rss_slope_is_flat(tmp_path, tiny_model):
     assert growth_mb < 10, f"RSS grows {slope * 1024:.0f} bytes per row ({growth_mb:.0f} MB per {ROWS} rows): {shown}"
     # Flat means flat: no chunk may leave the process much bigger than after warm-up.
     assert excursion_mb < 25, f"RSS rose {excursion_mb:.0f} MB above its level at {tail[0][0]} rows: {shown}"
+
+
+def test_native_caches_are_bounded_unless_the_user_chose(monkeypatch):
+    from minilm.memory import bound_native_caches
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "300")
+    got = bound_native_caches(16)
+    assert got == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "16", "LRU_CACHE_CAPACITY": "300"}
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "16"
