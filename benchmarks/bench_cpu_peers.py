@@ -57,6 +57,12 @@ SMOKE_TEXTS = ["A man is playing a guitar.", "Two dogs run across a snowy field.
                "How do I reset my password?", "Heavy rain flooded the valley overnight."]
 
 
+# Environment variables that make oneDNN, MKL and ATen's own kernels use an older instruction
+# set, to emulate, e.g., an AVX2-only CPU on an AVX-512 one (set them before Python starts):
+#   ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+
+
 def cpu_flags() -> dict[str, bool]:
     flags: set[str] = set()
     try:
@@ -171,9 +177,11 @@ def engine_factories(path: str, smoke: bool, work: Path, calib: list[str]):
     return mine if smoke else peers + mine
 
 
-def load_engines(path, smoke, work, calib):
+def load_engines(path, smoke, work, calib, only: list[str] | None = None):
     engines = []
     for name, prec, factory in engine_factories(path, smoke, work, calib):
+        if only and not any(o.lower() in f"{name} {prec}".lower() for o in only):
+            continue
         try:
             t = time.perf_counter()
             eng = factory()
@@ -194,6 +202,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--engines", default=None,
+                    help="comma-separated parts of 'engine precision' names to run, e.g. 'ST torch fp32,minilm'")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -211,10 +221,14 @@ def main(argv=None) -> int:
     flags = cpu_flags()
     print(f"# bench_cpu_peers  {cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
     print("# CPU flags: " + " ".join(f"{k}={'yes' if v else 'no'}" for k, v in flags.items()))
+    caps = {k: os.environ[k] for k in ISA_CAPS if k in os.environ}
+    if caps:  # an older CPU emulated on this one: the libraries were told to use less
+        print("# instruction sets capped by: " + " ".join(f"{k}={v}" for k, v in caps.items()))
     print(f"# python {platform.python_version()}  torch {torch.__version__}  minilm {minilm.__version__}"
           + _peer_versions())
     with tempfile.TemporaryDirectory() as tmp:
-        engines = load_engines(path, args.smoke, Path(tmp), calib)
+        engines = load_engines(path, args.smoke, Path(tmp), calib,
+                               args.engines.split(",") if args.engines else None)
         times = {(n, p, w): [] for n, p, _, _ in engines for w in workloads}
         rss = {(n, p): 0.0 for n, p, _, _ in engines}
         outs = {}

@@ -171,17 +171,149 @@ class Int8Linear(nn.Module):
                 f"smoothed={self.inv_smooth is not None}")
 
 
+# ------------------------------------------------------------- static scales, fused layer
+# The oneDNN post-op names for the MLP activations that can run inside the GEMM.
+_FUSED_ACTIVATIONS = {"gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"),
+                      "gelu_pytorch_tanh": ("gelu", "tanh"), "relu": ("relu", "")}
+
+
+class StaticQuant:
+    """Static asymmetric uint8 quantization of a (T, in) activation, per tensor, with an
+    optional per-channel smoothing divisor folded into the multiplier:
+    ``q = clamp(round(x / s / scale) + zero_point, 0, 255)``.
+
+    The scale comes from calibration (the range of ``x / s`` over the calibration text), so it
+    is the same for every batch: a token's code depends on nothing but the token.
+    """
+
+    def __init__(self, lo: float, hi: float, smooth: Optional[Tensor] = None):
+        lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+        self.scale = max(hi - lo, 1e-8) / 255.0
+        self.zero_point = int(min(255, max(0, round(-lo / self.scale))))
+        self.multiplier = None if smooth is None else (1.0 / (smooth.float() * self.scale))  # (in,)
+        # + 0.5 then truncation rounds; values are clamped first, so truncation is a floor.
+        self._offset = torch.tensor(self.zero_point + 0.5)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.multiplier is None:
+            t = torch.add(self._offset, x.float(), alpha=1.0 / self.scale)
+        else:
+            t = torch.addcmul(self._offset, x.float(), self.multiplier)
+        return t.clamp_(0.0, 255.9).to(torch.uint8)
+
+    def dequantize(self, q: Tensor) -> Tensor:
+        """The float value of each code, for references and tests."""
+        return (q.float() - self.zero_point) * self.scale
+
+
+class StaticInt8Linear(nn.Module):
+    """A linear layer as one oneDNN int8 GEMM with its epilogue fused: statically quantized
+    uint8 input, int8 weights per output channel, then bias, and either a residual add (in
+    place, into the residual) or an activation followed by requantization to uint8 for the next
+    GEMM, so neither the float product nor the activation makes its own pass over memory."""
+
+    def __init__(self, linear: nn.Linear, in_quant: StaticQuant, smooth: Optional[Tensor] = None,
+                 activation: Optional[str] = None, out_quant: Optional[StaticQuant] = None):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.in_quant, self.out_quant = in_quant, out_quant
+        self.post_op, self.post_op_algorithm = _FUSED_ACTIVATIONS[activation] if activation else ("none", "")
+        w = linear.weight.detach().float()
+        if smooth is not None:
+            w = w * smooth.float()
+        w_scale = w.abs().amax(1).clamp_min(1e-8) / 127.0  # (out,)
+        wq = torch.round(w / w_scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        self.register_buffer("weight_int8", torch.ops.onednn.qlinear_prepack(wq, None), persistent=False)
+        self.register_buffer("weight_scale", w_scale, persistent=False)
+        self.register_buffer("weight_zero_point", torch.zeros(self.out_features, dtype=torch.int64), persistent=False)
+        bias = linear.bias.detach().float() if linear.bias is not None else None
+        self.register_buffer("bias", bias, persistent=False)
+
+    def forward(self, x: Tensor, residual: Optional[Tensor] = None, out_dtype: torch.dtype = torch.float32) -> Tensor:
+        """x: (T, in), float or already-quantized uint8 (the previous GEMM's output) ->
+        (T, out) in ``out_dtype``, or uint8 codes of ``out_quant`` when it is set;
+        ``residual`` (T, out) is added in place and returned."""
+        q = x if x.dtype == torch.uint8 else self.in_quant(x)
+        iq = self.in_quant
+        if residual is not None:
+            return torch.ops.onednn.qlinear_pointwise.binary(
+                q, iq.scale, iq.zero_point, self.weight_int8, self.weight_scale, self.weight_zero_point,
+                residual, self.bias, 1.0, 0, residual.dtype, 1.0, 0, "sum", 1.0, "none", [], "")
+        if self.out_quant is not None:
+            oq = self.out_quant
+            return torch.ops.onednn.qlinear_pointwise(
+                q, iq.scale, iq.zero_point, self.weight_int8, self.weight_scale, self.weight_zero_point,
+                self.bias, oq.scale, oq.zero_point, torch.uint8, self.post_op, [], self.post_op_algorithm)
+        return torch.ops.onednn.qlinear_pointwise(
+            q, iq.scale, iq.zero_point, self.weight_int8, self.weight_scale, self.weight_zero_point,
+            self.bias, 1.0, 0, out_dtype, self.post_op, [], self.post_op_algorithm)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"in_scale={self.in_quant.scale:.3g}, post_op={self.post_op}, "
+                f"uint8_out={self.out_quant is not None}")
+
+
+class Int8Layer(nn.Module):
+    """A post-LayerNorm encoder layer (``minilm.model.Layer``) on four fused int8 GEMMs.
+
+    Per layer that leaves three quantizations of a 384-wide activation, attention and the two
+    LayerNorms as separate ops; the biases, both residual adds, the activation and the
+    quantization of the 1536-wide MLP activation run inside the GEMMs.
+    """
+
+    def __init__(self, layer: nn.Module, stats: dict[str, tuple[Tensor, Tensor]], alpha: Optional[float],
+                 activation: str):
+        super().__init__()
+        self.num_heads, self.head_dim = layer.attn.num_heads, layer.attn.head_dim
+        self.attn_norm, self.mlp_norm = layer.attn_norm, layer.mlp_norm
+
+        def smoothed(name: str, lin: nn.Linear) -> tuple[StaticQuant, Optional[Tensor]]:
+            lo, hi = stats[name]  # (in,) per-channel min and max over the calibration text
+            s = None if alpha is None else smoothing_factors(torch.maximum(lo.abs(), hi.abs()), lin.weight, alpha)
+            lo_s, hi_s = (lo, hi) if s is None else (lo / s, hi / s)
+            return StaticQuant(lo_s.min(), hi_s.max(), s), s
+
+        quant, s = smoothed("attn.qkv", layer.attn.qkv)
+        self.qkv = StaticInt8Linear(layer.attn.qkv, quant, s)
+        quant, s = smoothed("attn.out", layer.attn.out)
+        self.out = StaticInt8Linear(layer.attn.out, quant, s)
+        # The MLP activation's codes are produced by the up GEMM itself, so they cannot be
+        # smoothed per channel: one range for the whole tensor.
+        lo, hi = stats["mlp.down"]
+        down_quant = StaticQuant(lo.min(), hi.max())
+        quant, s = smoothed("mlp.up", layer.mlp.up)
+        self.up = StaticInt8Linear(layer.mlp.up, quant, s, activation=activation, out_quant=down_quant)
+        self.down = StaticInt8Linear(layer.mlp.down, down_quant)
+
+    def forward(self, x: Tensor, batch, backend: str) -> Tensor:
+        from .model import CPU_MATH_ATTENTION_UPTO, sdpa_per_run
+
+        T, H = x.shape
+        qkv = self.qkv(x, out_dtype=x.dtype).view(T, 3, self.num_heads, self.head_dim)
+        o = sdpa_per_run(qkv, batch, bias=batch.attn_bias, math_upto=CPU_MATH_ATTENTION_UPTO)
+        o = o.reshape(T, H)  # (total_tokens, hidden)
+        # The residual adds write into their residual: the layer consumes its input, which
+        # the encoder's loop rebinds and nothing else holds.
+        x = self.attn_norm(self.out(o, residual=x))
+        g = self.up(x)  # (total_tokens, intermediate) uint8: activation and requantization fused
+        return self.mlp_norm(self.down(g, residual=x))
+
+
 # --------------------------------------------------------------------------- calibration
 @torch.inference_mode()
-def activation_ranges(encoder: nn.Module, batches: Iterable, names: Sequence[str]) -> dict[str, Tensor]:
-    """Per-input-channel max |x| seen by each named ``nn.Linear`` over ``batches``."""
-    ranges: dict[str, Tensor] = {}
+def activation_ranges(encoder: nn.Module, batches: Iterable, names: Sequence[str]) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per-input-channel (min, max) of the activation each named ``nn.Linear`` saw over ``batches``."""
+    ranges: dict[str, tuple[Tensor, Tensor]] = {}
     modules = dict(encoder.named_modules())
 
     def hook(name):
         def fn(_mod, args):
-            m = args[0].detach().abs().float().amax(0)
-            ranges[name] = m if name not in ranges else torch.maximum(ranges[name], m)
+            x = args[0].detach().float()
+            lo, hi = x.amin(0), x.amax(0)
+            if name in ranges:
+                lo, hi = torch.minimum(ranges[name][0], lo), torch.maximum(ranges[name][1], hi)
+            ranges[name] = (lo, hi)
         return fn
 
     handles = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
@@ -201,14 +333,39 @@ def smoothing_factors(x_max: Tensor, weight: Tensor, alpha: float = SMOOTH_ALPHA
     return s.clamp_min(1e-5)
 
 
+def int8_scheme(encoder: nn.Module) -> str:
+    """``"static"``: :class:`Int8Layer`, every GEMM with static input scales and a fused
+    epilogue -- needs oneDNN's int8 linear and an activation it can fuse;
+    ``"dynamic"``: :class:`Int8Linear` in the float layers, per-token scales, any build."""
+    if gemm_backend() == "onednn" and encoder.config.hidden_act in _FUSED_ACTIVATIONS:
+        return "static"
+    return "dynamic"
+
+
 def quantize_encoder(encoder: nn.Module, calibration_batches: Optional[Iterable] = None,
-                     alpha: Optional[float] = SMOOTH_ALPHA) -> nn.Module:
-    """Replace every ``nn.Linear`` inside the encoder's layers by an :class:`Int8Linear`, in place.
+                     alpha: Optional[float] = SMOOTH_ALPHA, scheme: Optional[str] = None) -> nn.Module:
+    """Quantize the encoder's layers in place: with ``scheme="static"`` each layer becomes an
+    :class:`Int8Layer`, with ``"dynamic"`` each ``nn.Linear`` inside them an
+    :class:`Int8Linear` (default: :func:`int8_scheme`).
 
     ``calibration_batches``: encoder inputs (``VarlenBatch``) over which activation ranges are
-    measured for smoothing; None or ``alpha=None`` quantizes without smoothing.
+    measured, for the static scales and the smoothing. The static scheme needs them; the
+    dynamic one quantizes without smoothing when they are None or ``alpha`` is None.
     """
+    scheme = scheme or int8_scheme(encoder)
+    if scheme not in ("static", "dynamic"):
+        raise ValueError(f"scheme must be 'static' or 'dynamic', got {scheme!r}")
     names = [n for n, m in encoder.named_modules() if isinstance(m, nn.Linear) and n.startswith("layers.")]
+    if scheme == "static":
+        if calibration_batches is None:
+            raise ValueError("static int8 scales need calibration batches")
+        ranges = activation_ranges(encoder, calibration_batches, names)
+        for i, layer in enumerate(encoder.layers):
+            stats = {n[len(f"layers.{i}."):]: r for n, r in ranges.items() if n.startswith(f"layers.{i}.")}
+            encoder.layers[i] = Int8Layer(layer, stats, alpha, encoder.config.hidden_act)
+        logger.info("int8: %d layers quantized with static scales (fused oneDNN GEMMs, smoothing %s)",
+                    len(encoder.layers), f"alpha={alpha}" if alpha else "off")
+        return encoder
     smooth_on = calibration_batches is not None and alpha is not None and alpha > 0
     ranges = activation_ranges(encoder, calibration_batches, names) if smooth_on else {}
     backend = gemm_backend()
@@ -216,9 +373,11 @@ def quantize_encoder(encoder: nn.Module, calibration_batches: Optional[Iterable]
     for n in names:
         parent_name, _, child = n.rpartition(".")
         lin = modules[n]
-        smooth = smoothing_factors(ranges[n], lin.weight, alpha) if n in ranges else None
+        smooth = None
+        if n in ranges:
+            smooth = smoothing_factors(torch.maximum(ranges[n][0].abs(), ranges[n][1].abs()), lin.weight, alpha)
         setattr(modules[parent_name], child, Int8Linear(lin, smooth, backend))
-    logger.info("int8: %d linear layers quantized (%s GEMM, smoothing %s)", len(names), backend,
+    logger.info("int8: %d linear layers quantized (%s GEMM, per-token scales, smoothing %s)", len(names), backend,
                 f"alpha={alpha}" if smooth_on else "off")
     return encoder
 

@@ -91,15 +91,17 @@ class Attention(nn.Module):
         return self.out(o.reshape(T, H))
 
 
-def sdpa_per_run(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None) -> Tensor:
+def sdpa_per_run(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None, math_upto: int = 0) -> Tensor:
     """Attention through SDPA, one call per run of equal-length sequences (the CPU path).
 
     qkv: (total_tokens, 3, heads, head_dim) -> (total_tokens, heads, head_dim)
     bias: optional (heads, >= max_seqlen, >= max_seqlen) additive score bias (MPNet)
+    math_upto: runs of sequences this short or shorter use :func:`math_attention` instead
 
     Each run is a view of the token layout, so no FLOP is spent on padding. A sequence's
     result depends only on its own tokens, never on which other sequences share the batch or
-    how long they are: this is what makes CPU embeddings batch-invariant.
+    how long they are: this is what makes CPU embeddings batch-invariant. (The kernel is
+    chosen by the sequence's own length, so ``math_upto`` keeps that true.)
     """
     T, _, nh, hd = qkv.shape
     runs = batch.length_runs()
@@ -110,11 +112,27 @@ def sdpa_per_run(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None)
             continue
         q, k, v = block.permute(2, 0, 3, 1, 4)  # each (g, heads, n, head_dim)
         mask = None if bias is None else bias[:, :n, :n]
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)  # (g, n, heads, head_dim)
+        attend = math_attention if n <= math_upto else F.scaled_dot_product_attention
+        o = attend(q, k, v, attn_mask=mask).transpose(1, 2)  # (g, n, heads, head_dim)
         if out is None:
             return o.reshape(T, nh, hd)  # a single run: no copy when SDPA's output is (g, n)-major
         out[t0:t0 + g * n].view(g, n, nh, hd).copy_(o)
     return out if out is not None else qkv.new_empty(T, nh, hd)
+
+
+# Below this sequence length, CPU attention with head size 32 ran faster as two batched
+# matmuls and a softmax than through SDPA's flash kernel, whose blocking is sized for long
+# sequences (2 threads, Zen 4, float32: 24 tokens 1.8 vs 4.7 ms, 48 tokens 2.6 vs 3.4 ms,
+# 96 tokens 4.5 vs 4.3 ms; benchmarks/RESULTS.md).
+CPU_MATH_ATTENTION_UPTO = 64
+
+
+def math_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v, as plain batched matmuls: (..., n, d) -> (..., n, d)."""
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))  # (..., n, n)
+    if attn_mask is not None:
+        scores = scores + attn_mask
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 
 def padded_sdpa(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None) -> Tensor:

@@ -79,6 +79,100 @@ def test_int8_linear_matches_float64_reference(backend, rows):
     torch.testing.assert_close(got, lin(x), rtol=0.05, atol=0.05 * float(lin(x).abs().max()))
 
 
+def _linear(g: torch.Generator, n_in: int, n_out: int) -> torch.nn.Linear:
+    lin = torch.nn.Linear(n_in, n_out).requires_grad_(False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(n_out, n_in, generator=g) * 0.1)
+        lin.bias.copy_(torch.randn(n_out, generator=g))
+    return lin
+
+
+@pytest.mark.parametrize("rows", [1, 17, 700])
+def test_static_quant_codes_match_their_definition(rows):
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, 40, generator=g) * 3
+    smooth = torch.rand(40, generator=g) + 0.5
+    quant = int8.StaticQuant(-2.0, 5.0, smooth)  # narrower than x: some values must clamp
+    assert quant.zero_point == round(2.0 / quant.scale) and quant.scale == pytest.approx(7.0 / 255)
+    ref = torch.floor(x.double() / smooth.double() / quant.scale + quant.zero_point + 0.5).clamp(0, 255)
+    got = quant(x)
+    assert got.dtype == torch.uint8
+    # float32 rounding may move a value sitting on a code boundary by one code, never more
+    diff = (got.double() - ref).abs()
+    assert float(diff.max()) <= 1 and float(diff.mean()) < 0.01
+    assert int((ref == 0).sum()) > 0 and int((ref == 255).sum()) > 0  # the clamps were exercised
+
+
+@pytest.mark.skipif(int8.gemm_backend() != "onednn", reason="this torch build has no oneDNN int8 linear")
+@pytest.mark.parametrize("epilogue", ["float", "residual", "gelu_uint8"])
+@pytest.mark.parametrize("rows", [1, 17, 700])
+def test_static_int8_linear_matches_float64_reference(epilogue, rows):
+    """StaticInt8Linear == dequantize(codes(x)) @ dequantize(quantize(W s))^T + b in float64,
+    then the fused epilogue: nothing, + residual, or gelu and requantization to uint8."""
+    g = torch.Generator().manual_seed(100 + rows)
+    lin = _linear(g, 96, 40)
+    x = torch.randn(rows, 96, generator=g) * 2
+    smooth = torch.rand(96, generator=g) + 0.5
+    xs = x.double() / smooth.double()
+    in_quant = int8.StaticQuant(float(xs.min()), float(xs.max()), smooth)
+    out_quant = int8.StaticQuant(-0.2, 4.0) if epilogue == "gelu_uint8" else None
+    layer = int8.StaticInt8Linear(lin, in_quant, smooth, activation="gelu" if out_quant else None, out_quant=out_quant)
+
+    xq = torch.floor(xs / in_quant.scale + in_quant.zero_point + 0.5).clamp(0, 255)
+    w = lin.weight.double() * smooth.double()
+    w_scale = w.abs().amax(1) / 127
+    ref = ((xq - in_quant.zero_point) * in_quant.scale) @ (torch.round(w / w_scale[:, None]) * w_scale[:, None]).T
+    ref = ref + lin.bias.double()
+    step = in_quant.scale * w.abs().max()  # what one code of x can move an output
+    if epilogue == "float":
+        got = layer(x).double()
+    elif epilogue == "residual":
+        residual = torch.randn(rows, 40, generator=g)
+        ref = ref + residual.double()
+        out = layer(x, residual=residual)
+        assert out.data_ptr() == residual.data_ptr()  # written in place
+        got = out.double()
+    else:
+        out = layer(x)
+        assert out.dtype == torch.uint8
+        ref = torch.floor(torch.nn.functional.gelu(ref) / out_quant.scale + out_quant.zero_point + 0.5).clamp(0, 255)
+        got = out.double()
+        step = 1.0 + step / out_quant.scale  # in codes: one for rounding, plus the input's
+    err = (got - ref).abs()
+    assert bool((err <= 3 * step).all()), f"max error {float((err / step).max()):.2f} steps"
+    assert float((err / step).median()) < 0.5
+    if epilogue == "float":  # and the quantization error is small against the float layer
+        torch.testing.assert_close(layer(x), lin(x), rtol=0.05, atol=0.05 * float(lin(x).abs().max()))
+
+
+def test_math_attention_matches_sdpa():
+    from minilm.model import math_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 9, 32, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = torch.randn(4, 9, 9, generator=g, dtype=torch.float64)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(math_attention(q, k, v, attn_mask=mask), ref)
+
+
+@torch.inference_mode()
+def test_dynamic_scheme_still_quantizes_a_whole_encoder(real_model_path):
+    """The per-token fallback (builds without oneDNN's int8 linear) on the real model."""
+    from minilm.varlen import make_varlen_batch
+
+    m = minilm.SentenceTransformer(str(real_model_path), device="cpu")
+    ids = m.engine.tokenizer.encode(heldout_texts()[:12])
+    batch = make_varlen_batch(ids, m.encoder.config.position_offset, with_token_types=False)
+    ref = m.encoder(batch)
+    cal = int8.calibration_batches(m.engine.tokenizer, int8.default_calibration_texts()[:64],
+                                   m.encoder.config.position_offset)
+    int8.quantize_encoder(m.encoder, cal, scheme="dynamic")
+    assert isinstance(m.encoder.layers[0].attn.qkv, int8.Int8Linear)
+    got = m.encoder(batch)
+    cos = torch.nn.functional.cosine_similarity(got, ref, dim=1)
+    assert float(cos.min()) > 0.95 and float(cos.min()) < 0.99999, float(cos.min())
+
+
 # ------------------------------------------------------------------------- fidelity
 def test_int8_fidelity_on_heldout_text(ml_int8, st_real):
     texts = heldout_texts()
@@ -121,9 +215,9 @@ def test_int8_embedding_is_independent_of_its_batch(ml_int8):
 def test_calibration_texts_change_the_smoothing(real_model_path, ml_int8):
     other = minilm.SentenceTransformer(str(real_model_path), device="cpu", quantize="int8",
                                        calibration_texts=heldout_texts())
-    a, b = ml_int8.encoder.layers[0].attn.qkv, other.encoder.layers[0].attn.qkv
-    assert isinstance(a, int8.Int8Linear) and a.inv_smooth is not None
-    assert not torch.equal(a.inv_smooth, b.inv_smooth)
+    a, b = ml_int8.encoder.layers[0].qkv.in_quant, other.encoder.layers[0].qkv.in_quant
+    assert isinstance(ml_int8.encoder.layers[0], int8.Int8Layer) and a.multiplier is not None
+    assert not torch.equal(a.multiplier, b.multiplier) and a.scale != b.scale
     assert other.calibration_texts == [t for t in heldout_texts() if t.strip()]
 
 
