@@ -1,22 +1,31 @@
 """int8 inference on CPU: every linear layer of the encoder as an int8 GEMM.
 
-- Weights are quantized once, symmetric, one scale per output channel.
-- Activations are quantized per token (one scale per row, from the row's absolute maximum)
-  at run time. Integer accumulation is exact, and a row's scale depends only on that row, so
-  a text's embedding does not depend on its batch neighbours, like the float paths on CPU.
-- SmoothQuant-style smoothing: a per-input-channel factor ``s`` calibrated on text divides
-  the activation and multiplies the weight (``x W^T = (x / s)(W s)^T``), moving the outlier
-  channels of the LayerNorm outputs into the weights, which quantize them per channel.
-- Attention, LayerNorm, GELU and the embeddings stay in the float dtype.
+Two schemes, chosen by :func:`int8_scheme`:
 
-The GEMM itself lives behind :func:`int8_gemm` (and :func:`pack_weight`), so that a CPU on
-which another kernel wins can take another path; see ``benchmarks/RESULTS.md`` for the
-measurements behind the choice.
+- **static** (:class:`Int8Layer`, the default where oneDNN's int8 linear exists): each
+  activation entering a GEMM is quantized to uint8 with one scale per tensor, calibrated on
+  text, so the GEMM's epilogue can do the rest -- bias, the residual add, GELU and the
+  requantization of the MLP activation for the next GEMM -- in the same pass. Scales do not
+  depend on the batch, so neither does a text's embedding.
+- **dynamic** (:class:`Int8Linear`): one scale per token, from the row's absolute maximum,
+  applied after the GEMM. Used in the static scheme for the MLP activation of the layers
+  where one range serves it badly (:func:`needs_per_token_down`), and for every layer on
+  builds without oneDNN's int8 linear.
+
+In both, weights are quantized once, symmetric, one scale per output channel (7 bits on
+CPUs without VNNI: :func:`weight_max`), and SmoothQuant-style smoothing divides each input
+channel by a calibrated factor ``s`` and multiplies the weight's column by it
+(``x W^T = (x / s)(W s)^T``), moving the outlier channels of the LayerNorm outputs into the
+weights, which quantize them per channel; the division is folded into the quantizer.
+Attention, LayerNorm and the embeddings stay in the float dtype.
+
+The measurements behind each choice are in ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from importlib import resources
 from typing import Iterable, Optional, Sequence
 
@@ -77,6 +86,35 @@ def gemm_backend() -> str:
     return "int_mm"
 
 
+def weight_max() -> int:
+    """The largest int8 weight code the GEMM can take without error: 127 where it sums
+    u8 x s8 products in 32 bits (VNNI, AMX), 63 where it first adds pairs of them in a
+    saturating 16-bit sum (AVX2 and AVX-512 without VNNI: ``vpmaddubsw``).
+
+    With 255 x 127 a pair can reach 64,770 and clips at 32,767: on this Zen 4 capped to AVX2
+    (``ONEDNN_MAX_CPU_ISA=AVX2``) the min cosine to fp32 fell to 0.956 on long text. 7-bit
+    weights cannot overflow (2 x 255 x 63 = 32,130), and they cost less fidelity than 7-bit
+    activations, whose outlier tokens need every bit. Reads /proc/cpuinfo and honours
+    oneDNN's ISA cap; where neither tells, it takes the safe 63.
+    """
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if not (cap in ("ALL", "DEFAULT") or any(k in cap for k in ("VNNI", "AMX", "BF16", "FP16", "AVX10"))):
+        return 63
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return 63
+    return 127 if any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8")) else 63
+
+
+def quantize_weight(w: Tensor, wmax: int = 127) -> tuple[Tensor, Tensor]:
+    """(out, in) float -> ((out, in) int8 in [-wmax, wmax], (out,) float32 scale): symmetric,
+    one scale per output channel."""
+    w_scale = w.abs().amax(1).clamp_min(1e-8) / wmax  # (out,)
+    return torch.round(w / w_scale[:, None]).clamp_(-wmax, wmax).to(torch.int8), w_scale
+
+
 def pack_weight(wq: Tensor, backend: str) -> Tensor:
     """int8 ``(out, in)`` weight -> the layout ``int8_gemm`` wants."""
     if backend == "onednn":
@@ -132,7 +170,8 @@ class Int8Linear(nn.Module):
     """Drop-in for ``nn.Linear`` (CPU): int8 weights per output channel, int8 activations per
     token, the product scaled back to the input's float dtype."""
 
-    def __init__(self, linear: nn.Linear, smooth: Optional[Tensor] = None, backend: Optional[str] = None):
+    def __init__(self, linear: nn.Linear, smooth: Optional[Tensor] = None, backend: Optional[str] = None,
+                 wmax: int = 127):
         super().__init__()
         self.backend = backend or gemm_backend()
         self.in_features, self.out_features = linear.in_features, linear.out_features
@@ -140,8 +179,7 @@ class Int8Linear(nn.Module):
         if smooth is not None:
             smooth = smooth.float()
             w = w * smooth  # column j scaled by s_j, the activation's column j divided by it
-        w_scale = w.abs().amax(1).clamp_min(1e-8) / 127.0  # (out,)
-        wq = torch.round(w / w_scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        wq, w_scale = quantize_weight(w, wmax)
         self.register_buffer("weight_int8", pack_weight(wq, self.backend), persistent=False)
         self.register_buffer("weight_scale", w_scale, persistent=False)
         self.register_buffer("inv_smooth", None if smooth is None else 1.0 / smooth, persistent=False)
@@ -213,7 +251,7 @@ class StaticInt8Linear(nn.Module):
     GEMM, so neither the float product nor the activation makes its own pass over memory."""
 
     def __init__(self, linear: nn.Linear, in_quant: StaticQuant, smooth: Optional[Tensor] = None,
-                 activation: Optional[str] = None, out_quant: Optional[StaticQuant] = None):
+                 activation: Optional[str] = None, out_quant: Optional[StaticQuant] = None, wmax: int = 127):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.in_quant, self.out_quant = in_quant, out_quant
@@ -221,8 +259,7 @@ class StaticInt8Linear(nn.Module):
         w = linear.weight.detach().float()
         if smooth is not None:
             w = w * smooth.float()
-        w_scale = w.abs().amax(1).clamp_min(1e-8) / 127.0  # (out,)
-        wq = torch.round(w / w_scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        wq, w_scale = quantize_weight(w, wmax)
         self.register_buffer("weight_int8", torch.ops.onednn.qlinear_prepack(wq, None), persistent=False)
         self.register_buffer("weight_scale", w_scale, persistent=False)
         self.register_buffer("weight_zero_point", torch.zeros(self.out_features, dtype=torch.int64), persistent=False)
@@ -260,11 +297,15 @@ class Int8Layer(nn.Module):
     Per layer that leaves three quantizations of a 384-wide activation, attention and the two
     LayerNorms as separate ops; the biases, both residual adds, the activation and the
     quantization of the 1536-wide MLP activation run inside the GEMMs.
+
+    ``down_per_token``: the MLP's down projection instead takes per-token scales (an
+    :class:`Int8Linear`); the up GEMM then emits the float activation. For 7-bit codes.
     """
 
     def __init__(self, layer: nn.Module, stats: dict[str, tuple[Tensor, Tensor]], alpha: Optional[float],
-                 activation: str):
+                 activation: str, wmax: int = 127, down_per_token: bool = False):
         super().__init__()
+        self.down_per_token = down_per_token
         self.num_heads, self.head_dim = layer.attn.num_heads, layer.attn.head_dim
         self.attn_norm, self.mlp_norm = layer.attn_norm, layer.mlp_norm
 
@@ -275,16 +316,24 @@ class Int8Layer(nn.Module):
             return StaticQuant(lo_s.min(), hi_s.max(), s), s
 
         quant, s = smoothed("attn.qkv", layer.attn.qkv)
-        self.qkv = StaticInt8Linear(layer.attn.qkv, quant, s)
+        self.qkv = StaticInt8Linear(layer.attn.qkv, quant, s, wmax=wmax)
         quant, s = smoothed("attn.out", layer.attn.out)
-        self.out = StaticInt8Linear(layer.attn.out, quant, s)
+        self.out = StaticInt8Linear(layer.attn.out, quant, s, wmax=wmax)
         # The MLP activation's codes are produced by the up GEMM itself, so they cannot be
         # smoothed per channel: one range for the whole tensor.
-        lo, hi = stats["mlp.down"]
-        down_quant = StaticQuant(lo.min(), hi.max())
         quant, s = smoothed("mlp.up", layer.mlp.up)
-        self.up = StaticInt8Linear(layer.mlp.up, quant, s, activation=activation, out_quant=down_quant)
-        self.down = StaticInt8Linear(layer.mlp.down, down_quant)
+        if down_per_token:
+            self.up = StaticInt8Linear(layer.mlp.up, quant, s, activation=activation, wmax=wmax)
+            lo, hi = stats["mlp.down"]
+            s = None if alpha is None else smoothing_factors(torch.maximum(lo.abs(), hi.abs()),
+                                                             layer.mlp.down.weight, alpha)
+            self.down = Int8Linear(layer.mlp.down, s, "onednn", wmax)
+        else:
+            lo, hi = stats["mlp.down"]
+            down_quant = StaticQuant(lo.min(), hi.max())
+            self.up = StaticInt8Linear(layer.mlp.up, quant, s, activation=activation, out_quant=down_quant,
+                                       wmax=wmax)
+            self.down = StaticInt8Linear(layer.mlp.down, down_quant, wmax=wmax)
 
     def forward(self, x: Tensor, batch, backend: str) -> Tensor:
         from .model import CPU_MATH_ATTENTION_UPTO, sdpa_per_run
@@ -296,6 +345,8 @@ class Int8Layer(nn.Module):
         # The residual adds write into their residual: the layer consumes its input, which
         # the encoder's loop rebinds and nothing else holds.
         x = self.attn_norm(self.out(o, residual=x))
+        if self.down_per_token:
+            return self.mlp_norm(self.down(self.up(x, out_dtype=x.dtype)).add_(x))
         g = self.up(x)  # (total_tokens, intermediate) uint8: activation and requantization fused
         return self.mlp_norm(self.down(g, residual=x))
 
@@ -342,8 +393,48 @@ def int8_scheme(encoder: nn.Module) -> str:
     return "dynamic"
 
 
+# A layer's MLP activation gets per-token scales when one static range loses this many times
+# more than per-token scales would (output error of the down projection on the calibration
+# text). all-MiniLM-L6-v2: 4.9, 4.9, 5.8, 2.6, 1.7, 1.5 for layers 0-5. Per-token scales in
+# layers 0-2 raised the min cosine to fp32 on tests/data/sentences.txt from 0.9716 to 0.9893
+# (layer 0 alone: 0.9818), for ~10% of the speed.
+PER_TOKEN_ERROR_RATIO = 4.0
+
+
+@torch.inference_mode()
+def needs_per_token_down(encoder: nn.Module, batches: Sequence, ranges: dict[str, tuple[Tensor, Tensor]],
+                         ratio: float = PER_TOKEN_ERROR_RATIO) -> list[int]:
+    """Indices of the layers whose MLP activation quantizes badly with one static range: the
+    squared error it puts on the down projection's output, over the calibration text, is
+    more than ``ratio`` times what per-token scales would put there. (The static range is
+    set by the largest activation anywhere, which leaves few codes for most tokens.)"""
+    errors: dict[int, list[float]] = {}
+    handles = []
+    for i, layer in enumerate(encoder.layers):
+        lo, hi = ranges[f"layers.{i}.mlp.down"]
+        quant = StaticQuant(lo.min(), hi.max())
+
+        def hook(mod, args, i=i, quant=quant):
+            x = args[0].float()
+            per_token_q, scale = quantize_rows(x, None)
+            static_err = (quant.dequantize(quant(x)) - x) @ mod.weight.float().T
+            token_err = ((per_token_q.float() - 128) * scale - x) @ mod.weight.float().T
+            e = errors.setdefault(i, [0.0, 0.0])
+            e[0] += float(static_err.square().sum())
+            e[1] += float(token_err.square().sum())
+        handles.append(layer.mlp.down.register_forward_pre_hook(hook))
+    try:
+        for batch in batches:
+            encoder(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return [i for i, (static, token) in sorted(errors.items()) if static > ratio * max(token, 1e-30)]
+
+
 def quantize_encoder(encoder: nn.Module, calibration_batches: Optional[Iterable] = None,
-                     alpha: Optional[float] = SMOOTH_ALPHA, scheme: Optional[str] = None) -> nn.Module:
+                     alpha: Optional[float] = SMOOTH_ALPHA, scheme: Optional[str] = None,
+                     down_per_token: Optional[Iterable[int]] = None) -> nn.Module:
     """Quantize the encoder's layers in place: with ``scheme="static"`` each layer becomes an
     :class:`Int8Layer`, with ``"dynamic"`` each ``nn.Linear`` inside them an
     :class:`Int8Linear` (default: :func:`int8_scheme`).
@@ -351,20 +442,30 @@ def quantize_encoder(encoder: nn.Module, calibration_batches: Optional[Iterable]
     ``calibration_batches``: encoder inputs (``VarlenBatch``) over which activation ranges are
     measured, for the static scales and the smoothing. The static scheme needs them; the
     dynamic one quantizes without smoothing when they are None or ``alpha`` is None.
+    ``down_per_token``: the indices of the layers whose MLP down projection takes per-token
+    scales in the static scheme (default: :func:`needs_per_token_down` decides from the
+    calibration text).
     """
     scheme = scheme or int8_scheme(encoder)
     if scheme not in ("static", "dynamic"):
         raise ValueError(f"scheme must be 'static' or 'dynamic', got {scheme!r}")
     names = [n for n, m in encoder.named_modules() if isinstance(m, nn.Linear) and n.startswith("layers.")]
+    wmax = weight_max()
     if scheme == "static":
         if calibration_batches is None:
             raise ValueError("static int8 scales need calibration batches")
-        ranges = activation_ranges(encoder, calibration_batches, names)
+        batches = list(calibration_batches)
+        ranges = activation_ranges(encoder, batches, names)
+        if down_per_token is None:
+            down_per_token = needs_per_token_down(encoder, batches, ranges)
+        per_token = set(down_per_token)
         for i, layer in enumerate(encoder.layers):
             stats = {n[len(f"layers.{i}."):]: r for n, r in ranges.items() if n.startswith(f"layers.{i}.")}
-            encoder.layers[i] = Int8Layer(layer, stats, alpha, encoder.config.hidden_act)
-        logger.info("int8: %d layers quantized with static scales (fused oneDNN GEMMs, smoothing %s)",
-                    len(encoder.layers), f"alpha={alpha}" if alpha else "off")
+            encoder.layers[i] = Int8Layer(layer, stats, alpha, encoder.config.hidden_act, wmax,
+                                          down_per_token=i in per_token)
+        logger.info("int8: %d layers quantized with static scales (fused oneDNN GEMMs, weights in +-%d, smoothing "
+                    "%s); per-token MLP activation in layers %s", len(encoder.layers), wmax,
+                    f"alpha={alpha}" if alpha else "off", sorted(per_token))
         return encoder
     smooth_on = calibration_batches is not None and alpha is not None and alpha > 0
     ranges = activation_ranges(encoder, calibration_batches, names) if smooth_on else {}
@@ -376,9 +477,9 @@ def quantize_encoder(encoder: nn.Module, calibration_batches: Optional[Iterable]
         smooth = None
         if n in ranges:
             smooth = smoothing_factors(torch.maximum(ranges[n][0].abs(), ranges[n][1].abs()), lin.weight, alpha)
-        setattr(modules[parent_name], child, Int8Linear(lin, smooth, backend))
-    logger.info("int8: %d linear layers quantized (%s GEMM, per-token scales, smoothing %s)", len(names), backend,
-                f"alpha={alpha}" if smooth_on else "off")
+        setattr(modules[parent_name], child, Int8Linear(lin, smooth, backend, wmax))
+    logger.info("int8: %d linear layers quantized (%s GEMM, per-token scales, weights in +-%d, smoothing %s)",
+                len(names), backend, wmax, f"alpha={alpha}" if smooth_on else "off")
     return encoder
 
 

@@ -44,9 +44,10 @@ def ml_int8(real_model_path):
 
 
 # ------------------------------------------------------------------------- the GEMM
+@pytest.mark.parametrize("wmax", [127, 63])
 @pytest.mark.parametrize("backend", ["onednn", "int_mm"])
 @pytest.mark.parametrize("rows", [1, 17, 700])
-def test_int8_linear_matches_float64_reference(backend, rows):
+def test_int8_linear_matches_float64_reference(backend, rows, wmax):
     """Int8Linear == dequantize(quantize(x)) @ dequantize(quantize(W))^T + b, computed in float64
     from the definitions: per-token and per-output-channel symmetric scales, round to nearest."""
     if backend == "onednn" and int8.gemm_backend() != "onednn":
@@ -61,13 +62,13 @@ def test_int8_linear_matches_float64_reference(backend, rows):
 
     xs = x.double() / smooth.double()
     w = lin.weight.double() * smooth.double()
-    w_scale = w.abs().amax(1) / 127
+    w_scale = w.abs().amax(1) / wmax
     wq = torch.round(w / w_scale[:, None])
     x_scale = xs.abs().amax(1, keepdim=True) / 127
     xq = torch.floor(xs / x_scale + 0.5)  # round half up, as the kernel does
     ref = (xq * x_scale) @ (wq * w_scale[:, None]).T + lin.bias.double()
 
-    got = int8.Int8Linear(lin, smooth, backend=backend)(x)
+    got = int8.Int8Linear(lin, smooth, backend=backend, wmax=wmax)(x)
     assert got.dtype == torch.float32 and got.shape == (rows, 40)
     # The kernel rounds in float32, so a value within float32 error of a rounding boundary may
     # land one step away from the float64 reference: allow a few such steps per row.
@@ -174,8 +175,8 @@ def test_dynamic_scheme_still_quantizes_a_whole_encoder(real_model_path):
 
 
 # ------------------------------------------------------------------------- fidelity
-def test_int8_fidelity_on_heldout_text(ml_int8, st_real):
-    texts = heldout_texts()
+def test_int8_fidelity_on_heldout_text(ml_int8, st_real, sentences, paragraphs):
+    texts = heldout_texts() + sentences + paragraphs
     ref = st_real.encode(texts, batch_size=16)
     got = ml_int8.encode(texts, batch_size=16)
     cos = _cos(got, ref)
@@ -198,6 +199,70 @@ def test_int8_sts_spearman_within_0_3_of_fp32(ml_int8, st_real, sts_rows, sts_se
     ref = spearman_x100(st_real.encode(sts_sentences, batch_size=64), gold)
     got = spearman_x100(ml_int8.encode(sts_sentences, batch_size=64), gold)
     assert abs(got - ref) <= 0.3, f"int8 STS Spearman {got:.3f} vs fp32 {ref:.3f}"
+
+
+_AVX2_SCRIPT = """
+import sys, numpy as np, minilm
+from minilm import int8
+sys.path.insert(0, {tests!r})
+from conftest import read_lines
+from test_int8 import _cos
+texts = read_lines("sentences.txt") + read_lines("paragraphs.txt")
+ref = minilm.SentenceTransformer({path!r}, device="cpu").encode(texts)
+m = minilm.SentenceTransformer({path!r}, device="cpu", quantize="int8")
+print(int8.weight_max(), _cos(m.encode(texts), ref).min())
+"""
+
+
+@pytest.mark.skipif(int8.gemm_backend() != "onednn", reason="this torch build has no oneDNN int8 linear")
+def test_int8_stays_faithful_on_a_cpu_without_vnni(real_model_path):
+    """oneDNN's AVX2 int8 kernels add u8 x s8 products in pairs into saturating 16-bit sums,
+    which 8-bit weights overflow. On a CPU without VNNI -- emulated here by capping oneDNN at
+    AVX2 -- weights take 7 bits."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = _AVX2_SCRIPT.format(tests=str(Path(__file__).parent), path=str(real_model_path))
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    wmax, min_cos = r.stdout.split()
+    assert float(min_cos) >= 0.97, f"min cosine to fp32 {min_cos} with oneDNN capped at AVX2"
+    assert wmax == "63"
+
+
+def test_weight_range_follows_the_cpu_and_onednns_cap(monkeypatch):
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        flags = []
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert int8.weight_max() == (127 if {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags) else 63)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert int8.weight_max() == 63
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")  # AVX-512 without VNNI
+    assert int8.weight_max() == 63
+
+
+@pytest.mark.skipif(int8.gemm_backend() != "onednn", reason="this torch build has no oneDNN int8 linear")
+def test_per_token_mlp_scales_go_where_they_pay(real_model_path, ml_int8, sentences):
+    """Calibration picks the layers whose MLP activation one static range serves badly; on our
+    hardest texts (a few words each) that must beat quantizing every layer statically."""
+    chosen = [i for i, layer in enumerate(ml_int8.encoder.layers) if layer.down_per_token]
+    assert 0 < len(chosen) < len(ml_int8.encoder.layers), chosen
+    assert isinstance(ml_int8.encoder.layers[chosen[0]].down, int8.Int8Linear)
+
+    all_static = minilm.SentenceTransformer(str(real_model_path), device="cpu")
+    ref = all_static.encode(sentences)
+    cal = int8.calibration_batches(all_static.engine.tokenizer, int8.default_calibration_texts(),
+                                   all_static.encoder.config.position_offset)
+    int8.quantize_encoder(all_static.encoder, cal, scheme="static", down_per_token=())
+    assert not any(layer.down_per_token for layer in all_static.encoder.layers)
+    chosen_min = _cos(ml_int8.encode(sentences), ref).min()
+    static_min = _cos(all_static.encode(sentences), ref).min()
+    assert chosen_min > static_min + 0.005, (chosen_min, static_min)
 
 
 # ------------------------------------------------------------------------- invariance
