@@ -265,6 +265,23 @@ def test_per_token_mlp_scales_go_where_they_pay(real_model_path, ml_int8, senten
     assert chosen_min > static_min + 0.005, (chosen_min, static_min)
 
 
+def test_per_token_layers_are_the_worst_half_above_the_floor():
+    assert int8.needs_per_token_down([4.9, 4.9, 5.8, 2.6, 1.7, 1.5]) == [0, 1, 2]
+    assert int8.needs_per_token_down([1.0, 9.0, 1.2, 3.0, 2.0, 1.6]) == [1, 3, 4]
+    assert int8.needs_per_token_down([1.2] * 6) == []  # static is good enough everywhere
+    assert int8.needs_per_token_down([2.0, 1.0, 8.0]) == [2]  # at most half
+
+
+def test_calibration_stops_at_its_token_budget(real_model_path, monkeypatch):
+    m = minilm.SentenceTransformer(str(real_model_path), device="cpu")
+    monkeypatch.setattr(int8, "_MAX_CALIBRATION_TOKENS", 500)
+    texts = [" ".join(["word"] * 60)] * 40  # 62 tokens each
+    batches = list(int8.calibration_batches(m.engine.tokenizer, texts, m.encoder.config.position_offset))
+    assert sum(b.total_tokens for b in batches) == 8 * 62
+    one_long = list(int8.calibration_batches(m.engine.tokenizer, [" ".join(["word"] * 600)], 2))
+    assert sum(b.total_tokens for b in one_long) == 256  # the first text is always kept
+
+
 # ------------------------------------------------------------------------- invariance
 def test_int8_embedding_is_independent_of_its_batch(ml_int8):
     texts = heldout_texts()
