@@ -14,14 +14,20 @@ every engine, then repeat 2, ...), median of the repeats:
 Workloads: "short" = STS-dev sentences (fidelity: STS Spearman x100), "long" = SciFact
 abstracts truncated at 256 tokens. Fidelity is the cosine to sentence-transformers fp32 on
 the same texts. Peers whose packages are missing are skipped with a message. The peer
-packages are benchmark-only and not a minilm extra (sentence-transformers 6.2 cannot install
-both extras; 5.1.2 can, with older transformers); put them in a separate venv, e.g.
+packages are the benchmark-only extra ``minilm[bench]`` (sentence-transformers 6.2 cannot
+install both of its extras; 5.1.2 can, with older transformers and huggingface-hub), so they
+get a venv of their own:
 
-    cp -a .venv /work/peers-venv
-    /work/peers-venv/bin/python -m pip install "sentence-transformers[onnx,openvino]==5.1.2" \
-        "datasets<4.5" "huggingface-hub==0.36.2"   # datasets: OpenVINO's calibration input
-    /work/peers-venv/bin/python benchmarks/bench_cpu_peers.py
+    python3 -m venv ../peers-venv && ../peers-venv/bin/pip install torch==2.13.0
+    ../peers-venv/bin/pip install -e ".[bench]"
+    ../peers-venv/bin/python benchmarks/bench_cpu_peers.py
     python benchmarks/bench_cpu_peers.py --smoke    # minilm only, tiny, no data needed
+
+An AVX2-only CPU can be emulated on a newer one by capping the libraries' instruction sets
+(see ``ISA_CAPS``); the table then says so:
+
+    ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 \
+        ../peers-venv/bin/python benchmarks/bench_cpu_peers.py --engines "ST torch fp32,minilm"
 """
 
 from __future__ import annotations
