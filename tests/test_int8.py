@@ -146,14 +146,16 @@ def test_static_int8_linear_matches_float64_reference(epilogue, rows):
         torch.testing.assert_close(layer(x), lin(x), rtol=0.05, atol=0.05 * float(lin(x).abs().max()))
 
 
-def test_math_attention_matches_sdpa():
+@pytest.mark.parametrize("n", [1, 9, 15, 16, 40])  # both softmax paths (below 16 and from 16)
+def test_math_attention_matches_sdpa(n):
     from minilm.model import math_attention
 
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(3, 4, 9, 32, generator=g, dtype=torch.float64) for _ in range(3))
-    mask = torch.randn(4, 9, 9, generator=g, dtype=torch.float64)
+    g = torch.Generator().manual_seed(n)
+    q, k, v = (torch.randn(3, 4, n, 32, generator=g, dtype=torch.float64) * 3 for _ in range(3))
+    mask = torch.randn(4, n, n, generator=g, dtype=torch.float64)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     torch.testing.assert_close(math_attention(q, k, v, attn_mask=mask), ref)
+    torch.testing.assert_close(math_attention(q, k, v), torch.nn.functional.scaled_dot_product_attention(q, k, v))
 
 
 @torch.inference_mode()
