@@ -370,14 +370,18 @@ def activation_ranges(encoder: nn.Module, batches: Iterable, names: Sequence[str
             ranges[name] = (lo, hi)
         return fn
 
-    handles = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
+    _run_hooked(encoder, batches, [modules[n].register_forward_pre_hook(hook(n)) for n in names])
+    return ranges
+
+
+def _run_hooked(encoder: nn.Module, batches: Iterable, handles: list) -> None:
+    """Run the float encoder over ``batches`` for its hooks' sake, then remove the hooks."""
     try:
         for batch in batches:
             encoder(batch)
     finally:
         for h in handles:
             h.remove()
-    return ranges
 
 
 def smoothing_factors(x_max: Tensor, weight: Tensor, alpha: float = SMOOTH_ALPHA) -> Tensor:
@@ -425,12 +429,7 @@ def down_error_ratios(encoder: nn.Module, batches: Sequence, ranges: dict[str, t
             e[0] += float(((quant.dequantize(quant(x)) - x) @ w.T).square().sum())
             e[1] += float((((per_token_q.float() - 128) * scale - x) @ w.T).square().sum())
         handles.append(layer.mlp.down.register_forward_pre_hook(hook))
-    try:
-        for batch in batches:
-            encoder(batch)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(encoder, batches, handles)
     return [static / max(token, 1e-30) for static, token in errors]
 
 
