@@ -302,7 +302,8 @@ class Int8Layer(nn.Module):
     quantization of the 1536-wide MLP activation run inside the GEMMs.
 
     ``down_per_token``: the MLP's down projection instead takes per-token scales (an
-    :class:`Int8Linear`); the up GEMM then emits the float activation. For 7-bit codes.
+    :class:`Int8Linear`), and the up GEMM emits the float activation: for the layers where one
+    static range serves that activation worst (:func:`needs_per_token_down`).
     """
 
     def __init__(self, layer: nn.Module, stats: dict[str, tuple[Tensor, Tensor]], alpha: Optional[float],
