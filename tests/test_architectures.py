@@ -374,3 +374,30 @@ def test_cuda_route_matches_cpu_for_every_architecture(hf_folders, texts, arch):
     assert gpu.engine.backend == "triton"
     err = float(np.abs(gpu.encode(texts, batch_size=5) - cpu).max() / max(np.abs(cpu).max(), 1e-12))
     assert err <= 1e-4, err
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_int8_layers_run_every_architecture(hf_folders, texts, arch):
+    """quantize="int8" replaces each family's layers by fused int8 layers (MPNet's attention
+    bias included); the hidden states stay close to the float encoder's, token by token."""
+    from transformers import AutoTokenizer
+
+    from minilm import int8
+
+    if int8.gemm_backend() != "onednn":
+        pytest.skip("this torch build has no oneDNN int8 linear")
+    folder = hf_folders[arch]
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    cfg = EncoderConfig.from_file(folder / "config.json")
+    ids = [tok(t, truncation=True, max_length=tok.model_max_length)["input_ids"] for t in texts]
+    batch = make_varlen_batch(ids, position_offset=cfg.position_offset, with_token_types=cfg.type_vocab_size > 0)
+    encoder = load_encoder(folder)
+    with torch.inference_mode():
+        if encoder.position_bias is not None:  # random init leaves MPNet's bias too small to matter
+            encoder.position_bias.table.weight.mul_(100)
+        ref = encoder(batch)
+        int8.quantize_encoder(encoder, [batch], scheme="static")
+        assert all(isinstance(layer, int8.Int8Layer) for layer in encoder.layers)
+        got = encoder(batch)
+    cos = torch.nn.functional.cosine_similarity(got, ref, dim=1)
+    assert float(cos.min()) > 0.98, float(cos.min())
