@@ -32,6 +32,8 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from .model import CPU_MATH_ATTENTION_UPTO, sdpa_per_run
+
 logger = logging.getLogger(__name__)
 
 QUANTIZE_MODES = ("int8",)
@@ -169,6 +171,16 @@ def quantize_rows(x: Tensor, inv_smooth: Optional[Tensor]) -> tuple[Tensor, Tens
 _HALF_OFFSET = torch.tensor(128.5)
 
 
+def _linear_int8(linear: nn.Linear, smooth: Optional[Tensor], wmax: int) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """``linear``'s weight, its input columns scaled by ``smooth`` (the activation's are divided
+    by it), quantized per output channel; and its bias in float32."""
+    w = linear.weight.detach().float()
+    if smooth is not None:
+        w = w * smooth.float()
+    wq, w_scale = quantize_weight(w, wmax)
+    return wq, w_scale, (linear.bias.detach().float() if linear.bias is not None else None)
+
+
 class Int8Linear(nn.Module):
     """Drop-in for ``nn.Linear`` (CPU): int8 weights per output channel, int8 activations per
     token, the product scaled back to the input's float dtype."""
@@ -178,15 +190,10 @@ class Int8Linear(nn.Module):
         super().__init__()
         self.backend = backend or gemm_backend()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        w = linear.weight.detach().float()
-        if smooth is not None:
-            smooth = smooth.float()
-            w = w * smooth  # column j scaled by s_j, the activation's column j divided by it
-        wq, w_scale = quantize_weight(w, wmax)
+        wq, w_scale, bias = _linear_int8(linear, smooth, wmax)
         self.register_buffer("weight_int8", pack_weight(wq, self.backend), persistent=False)
         self.register_buffer("weight_scale", w_scale, persistent=False)
-        self.register_buffer("inv_smooth", None if smooth is None else 1.0 / smooth, persistent=False)
-        bias = linear.bias.detach().float() if linear.bias is not None else None
+        self.register_buffer("inv_smooth", None if smooth is None else 1.0 / smooth.float(), persistent=False)
         self.register_buffer("bias", bias, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -259,14 +266,9 @@ class StaticInt8Linear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.in_quant, self.out_quant = in_quant, out_quant
         self.post_op, self.post_op_algorithm = _FUSED_ACTIVATIONS[activation] if activation else ("none", "")
-        w = linear.weight.detach().float()
-        if smooth is not None:
-            w = w * smooth.float()
-        wq, w_scale = quantize_weight(w, wmax)
-        self.register_buffer("weight_int8", torch.ops.onednn.qlinear_prepack(wq, None), persistent=False)
+        wq, w_scale, bias = _linear_int8(linear, smooth, wmax)
+        self.register_buffer("weight_int8", pack_weight(wq, "onednn"), persistent=False)
         self.register_buffer("weight_scale", w_scale, persistent=False)
-        self.register_buffer("weight_zero_point", torch.zeros(self.out_features, dtype=torch.int64), persistent=False)
-        bias = linear.bias.detach().float() if linear.bias is not None else None
         self.register_buffer("bias", bias, persistent=False)
 
     def forward(self, x: Tensor, residual: Optional[Tensor] = None, out_dtype: torch.dtype = torch.float32) -> Tensor:
@@ -274,19 +276,17 @@ class StaticInt8Linear(nn.Module):
         (T, out) in ``out_dtype``, or uint8 codes of ``out_quant`` when it is set;
         ``residual`` (T, out) is added in place and returned."""
         q = x if x.dtype == torch.uint8 else self.in_quant(x)
-        iq = self.in_quant
+        gemm = (q, self.in_quant.scale, self.in_quant.zero_point,
+                self.weight_int8, self.weight_scale, _zero_points(self.weight_scale))
         if residual is not None:
             return torch.ops.onednn.qlinear_pointwise.binary(
-                q, iq.scale, iq.zero_point, self.weight_int8, self.weight_scale, self.weight_zero_point,
-                residual, self.bias, 1.0, 0, residual.dtype, 1.0, 0, "sum", 1.0, "none", [], "")
+                *gemm, residual, self.bias, 1.0, 0, residual.dtype, 1.0, 0, "sum", 1.0, "none", [], "")
         if self.out_quant is not None:
             oq = self.out_quant
             return torch.ops.onednn.qlinear_pointwise(
-                q, iq.scale, iq.zero_point, self.weight_int8, self.weight_scale, self.weight_zero_point,
-                self.bias, oq.scale, oq.zero_point, torch.uint8, self.post_op, [], self.post_op_algorithm)
+                *gemm, self.bias, oq.scale, oq.zero_point, torch.uint8, self.post_op, [], self.post_op_algorithm)
         return torch.ops.onednn.qlinear_pointwise(
-            q, iq.scale, iq.zero_point, self.weight_int8, self.weight_scale, self.weight_zero_point,
-            self.bias, 1.0, 0, out_dtype, self.post_op, [], self.post_op_algorithm)
+            *gemm, self.bias, 1.0, 0, out_dtype, self.post_op, [], self.post_op_algorithm)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -315,7 +315,7 @@ class Int8Layer(nn.Module):
 
         def smoothed(name: str, lin: nn.Linear) -> tuple[StaticQuant, Optional[Tensor]]:
             lo, hi = stats[name]  # (in,) per-channel min and max over the calibration text
-            s = None if alpha is None else smoothing_factors(torch.maximum(lo.abs(), hi.abs()), lin.weight, alpha)
+            s = None if alpha is None else smoothing_factors((lo, hi), lin.weight, alpha)
             lo_s, hi_s = (lo, hi) if s is None else (lo / s, hi / s)
             return StaticQuant(lo_s.min(), hi_s.max(), s), s
 
@@ -328,9 +328,7 @@ class Int8Layer(nn.Module):
         quant, s = smoothed("mlp.up", layer.mlp.up)
         if down_per_token:
             self.up = StaticInt8Linear(layer.mlp.up, quant, s, activation=activation, wmax=wmax)
-            lo, hi = stats["mlp.down"]
-            s = None if alpha is None else smoothing_factors(torch.maximum(lo.abs(), hi.abs()),
-                                                             layer.mlp.down.weight, alpha)
+            s = None if alpha is None else smoothing_factors(stats["mlp.down"], layer.mlp.down.weight, alpha)
             self.down = Int8Linear(layer.mlp.down, s, "onednn", wmax)
         else:
             lo, hi = stats["mlp.down"]
@@ -340,8 +338,6 @@ class Int8Layer(nn.Module):
             self.down = StaticInt8Linear(layer.mlp.down, down_quant, wmax=wmax)
 
     def forward(self, x: Tensor, batch, backend: str) -> Tensor:
-        from .model import CPU_MATH_ATTENTION_UPTO, sdpa_per_run
-
         T, H = x.shape
         qkv = self.qkv(x, out_dtype=x.dtype).view(T, 3, self.num_heads, self.head_dim)
         o = sdpa_per_run(qkv, batch, bias=batch.attn_bias, math_upto=CPU_MATH_ATTENTION_UPTO)
@@ -385,8 +381,11 @@ def _run_hooked(encoder: nn.Module, batches: Iterable, handles: list) -> None:
             h.remove()
 
 
-def smoothing_factors(x_max: Tensor, weight: Tensor, alpha: float = SMOOTH_ALPHA) -> Tensor:
-    """SmoothQuant: s_j = max|x_j|^alpha / max|W_j|^(1 - alpha), per input channel j."""
+def smoothing_factors(x_range: tuple[Tensor, Tensor], weight: Tensor, alpha: float = SMOOTH_ALPHA) -> Tensor:
+    """SmoothQuant: s_j = max|x_j|^alpha / max|W_j|^(1 - alpha), per input channel j, from the
+    activation's per-channel (min, max) as :func:`activation_ranges` measures it."""
+    lo, hi = x_range
+    x_max = torch.maximum(lo.abs(), hi.abs())
     w_max = weight.detach().float().abs().amax(0).clamp_min(1e-5)
     s = x_max.clamp_min(1e-5).pow(alpha) / w_max.pow(1.0 - alpha)
     return s.clamp_min(1e-5)
@@ -485,7 +484,7 @@ def quantize_encoder(encoder: nn.Module, calibration_batches: Optional[Iterable]
         lin = modules[n]
         smooth = None
         if n in ranges:
-            smooth = smoothing_factors(torch.maximum(ranges[n][0].abs(), ranges[n][1].abs()), lin.weight, alpha)
+            smooth = smoothing_factors(ranges[n], lin.weight, alpha)
         setattr(modules[parent_name], child, Int8Linear(lin, smooth, backend, wmax))
     logger.info("int8: %d linear layers quantized (%s GEMM, per-token scales, weights in +-%d, smoothing %s)",
                 len(names), backend, wmax, f"alpha={alpha}" if smooth_on else "off")
