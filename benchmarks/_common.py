@@ -17,6 +17,25 @@ OUT_DIR = REPO / "benchmarks" / "out"
 DEFAULT_ABSTRACTS = REPO.parent / "shared" / "data" / "scifact_abstracts.jsonl"
 
 
+def cpu_model_name() -> Optional[str]:
+    """The CPU's model name from /proc/cpuinfo, or None where there is none (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return None
+
+
+def cpu_flag_set() -> set[str]:
+    """The CPU's instruction-set flags from /proc/cpuinfo (``avx2``, ``avx512_vnni``, ...), or
+    an empty set where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next((line.split(":", 1)[1] for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        return set()
+
+
 def setup(smoke: bool):
     """Import torch (and set TRITON_INTERPRET for CPU smoke runs before triton loads)."""
     import torch

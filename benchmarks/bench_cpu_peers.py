@@ -41,7 +41,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -56,7 +55,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import minilm  # noqa: E402
-from bench_encode import cosines, data_dir, load_long, load_short, spearman  # noqa: E402
+from _common import cpu_flag_set, cpu_model_name  # noqa: E402
+from bench_encode import PeakMemory, cosines, data_dir, load_long, load_short, spearman  # noqa: E402
 
 SMOKE_TEXTS = ["A man is playing a guitar.", "Two dogs run across a snowy field.", "ok",
                "The committee will meet again after the summer holidays to review the budget. " * 6,
@@ -70,54 +70,14 @@ ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILIT
 
 
 def cpu_flags() -> dict[str, bool]:
-    flags: set[str] = set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = cpu_flag_set()
     return {"AVX2": "avx2" in flags, "AVX512F": "avx512f" in flags, "AVX512_BF16": "avx512_bf16" in flags,
             "AVX512_VNNI": "avx512_vnni" in flags, "AVX_VNNI": "avx_vnni" in flags,
             "AMX_INT8": "amx_int8" in flags, "AMX_BF16": "amx_bf16" in flags}
 
 
 def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
-class PeakRSS:
-    """Peak process RSS (MiB) sampled while the block runs."""
-
-    @staticmethod
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def __enter__(self):
-        self.peak = self.rss()
-        self.stop = threading.Event()
-
-        def sample():
-            while not self.stop.wait(0.005):
-                self.peak = max(self.peak, self.rss())
-
-        self.t = threading.Thread(target=sample, daemon=True)
-        self.t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.t.join()
-        self.peak = max(self.peak, self.rss())
-        return False
+    return cpu_model_name() or platform.processor() or "cpu"
 
 
 # --------------------------------------------------------------------------- engines
@@ -238,19 +198,19 @@ def main(argv=None) -> int:
         times = {(n, p, w): [] for n, p, _, _ in engines for w in workloads}
         rss = {(n, p): 0.0 for n, p, _, _ in engines}
         outs = {}
-        ntok = {w: sum(len(s) for s in minilm.SentenceTransformer(path).tokenizer.encode(t))
-                for w, t in workloads.items()}
+        tokenizer = minilm.SentenceTransformer(path).tokenizer  # one load, not one per workload
+        ntok = {w: sum(len(s) for s in tokenizer.encode(t)) for w, t in workloads.items()}
         for n, p, eng, _ in engines:  # warm-up: allocators, kernel selection, OpenVINO compilation
             eng.encode(SMOKE_TEXTS, batch_size=args.batch_size)
         for r in range(repeats):
             for w, texts in workloads.items():
                 for n, p, eng, _ in engines:
                     gc.collect()
-                    with PeakRSS() as mem:
+                    with PeakMemory("cpu") as mem:
                         t = time.perf_counter()
                         emb = eng.encode(texts, batch_size=args.batch_size)
                         times[(n, p, w)].append(time.perf_counter() - t)
-                    rss[(n, p)] = max(rss[(n, p)], mem.peak / 2**20)
+                    rss[(n, p)] = max(rss[(n, p)], (mem.base + mem.peak) / 2**20)  # the whole process
                     outs[(n, p, w)] = np.asarray(emb, dtype=np.float32)
             print(f"# repeat {r + 1}/{repeats} done", flush=True)
     ref_key = ("ST torch", "fp32") if ("ST torch", "fp32") in rss else ("minilm", "fp32")

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import minilm  # noqa: E402
+from _common import cpu_model_name  # noqa: E402
 
 CARRY = REPO / ".gpu_carry"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -155,14 +156,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 def hardware(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name()
-    name = platform.processor() or "cpu"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    name = cpu_model_name() or platform.processor() or "cpu"
     return f"{name}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 

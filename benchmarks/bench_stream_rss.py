@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import cpu_flag_set, cpu_model_name
+
 WORDS = ("time person year way day thing man world life hand part child eye woman place work week case point "
          "government company number group problem fact be have do say get make go know take see come think look "
          "want give use find tell ask seem feel try leave call good new first last long great little own other "
@@ -43,21 +45,8 @@ def write_corpus(path: Path, n: int, seed: int = 0) -> None:
 
 
 def isa_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split(":", 1)[1].split()
-    except (OSError, StopIteration):
-        return "unknown"
-    keep = sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
+    keep = sorted(f for f in cpu_flag_set() if f.startswith(("avx", "amx", "fma")))
     return " ".join(keep) or "none of avx/amx/fma"
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line for line in f if line.startswith("model name")).split(":", 1)[1].strip()
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 def status_kb(pid: int, key: str) -> int | None:
@@ -107,7 +96,7 @@ def main() -> int:
     write_corpus(corpus, args.lines)
     print(f"corpus: {args.lines} lines, {corpus.stat().st_size / 1e6:.1f} MB, written in "
           f"{time.perf_counter() - t:.1f} s", flush=True)
-    print(f"cpu: {cpu_name()}, {os.cpu_count()} logical cores; ISA: {isa_flags()}", flush=True)
+    print(f"cpu: {cpu_model_name() or 'unknown'}, {os.cpu_count()} logical cores; ISA: {isa_flags()}", flush=True)
 
     cmd = [sys.executable, "-m", "minilm.cli", "encode", "--input", str(corpus), "--output", str(out),
            "--model", model, "--dtype", args.dtype, "--no-progress"]
@@ -145,7 +134,7 @@ def main() -> int:
                         "rss_mb": round(rss / 1024, 1), "seconds": round(wall, 1)})
         print(f"  >= {c:>9,} rows (at {args.lines:,}, end): peak RSS {hwm / 1024:.0f} MB", flush=True)
     summary = {"lines": args.lines, "dtype": args.dtype, "wall_s": round(wall, 1),
-               "lines_per_s": round(args.lines / wall, 1), "cpu": cpu_name(), "isa": isa_flags(),
+               "lines_per_s": round(args.lines / wall, 1), "cpu": cpu_model_name() or "unknown", "isa": isa_flags(),
                "checkpoints": results}
     print(f"{args.lines:,} lines, {args.dtype}: {wall:.1f} s wall (model load included), "
           f"{args.lines / wall:.1f} lines/s; peak RSS "
