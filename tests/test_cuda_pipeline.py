@@ -17,20 +17,12 @@ from minilm.engine import EncodeRequest
 from minilm.model import padded_sdpa
 from minilm.varlen import make_varlen_batch
 
-from conftest import save_random_bert, save_st_model
+from conftest import interpreter_ready, save_random_bert, save_st_model
 
 rng = np.random.default_rng(0)
 
 
-def _interpreter_ready() -> bool:
-    try:
-        from minilm.kernels._utils import interpreter_active
-    except ImportError:
-        return False
-    return interpreter_active()
-
-
-needs_interpreter = pytest.mark.skipif(not _interpreter_ready(), reason="needs triton with TRITON_INTERPRET=1")
+needs_interpreter = pytest.mark.skipif(not interpreter_ready(), reason="needs triton with TRITON_INTERPRET=1")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 

@@ -7,18 +7,10 @@ import numpy as np
 import pytest
 
 import minilm
-from conftest import save_random_bert, save_st_model
+from conftest import interpreter_ready, save_random_bert, save_st_model
 
 
-def _interpreter_ready() -> bool:
-    try:
-        from minilm.kernels._utils import interpreter_active
-    except ImportError:
-        return False
-    return interpreter_active()
-
-
-pytestmark = pytest.mark.skipif(not _interpreter_ready(), reason="needs triton with TRITON_INTERPRET=1 set before import")
+pytestmark = pytest.mark.skipif(not interpreter_ready(), reason="needs triton with TRITON_INTERPRET=1 set before import")
 
 
 @pytest.mark.parametrize("include_prompt", [True, False])
