@@ -28,12 +28,12 @@ def cpu_model_name() -> Optional[str]:
 
 def cpu_flag_set() -> set[str]:
     """The CPU's instruction-set flags from /proc/cpuinfo (``avx2``, ``avx512_vnni``, ...), or
-    an empty set where there is none."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return set(next((line.split(":", 1)[1] for line in f if line.startswith("flags")), "").split())
-    except OSError:
-        return set()
+    an empty set where there is none: minilm's own reader, the one its kernel choices use."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from minilm.cpu_features import cpu_flags
+
+    return set(cpu_flags())
 
 
 def setup(smoke: bool):

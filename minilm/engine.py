@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import heads as heads_mod
+from .cpu_features import has_bf16_dot
 from .inputs import check_encodable, resolve_device
 from .model import BACKENDS, Encoder
 from .model_folder import ModelFolder, read_model_folder
@@ -83,13 +84,16 @@ def triton_available() -> bool:
 
 
 def choose_backend(device: torch.device, dtype: torch.dtype) -> str:
-    """The encoder's attention/LayerNorm path (one of ``minilm.model.BACKENDS``): SDPA per run
-    of equal lengths on CPU, the Triton kernels on CUDA, padded SDPA on CUDA without Triton."""
+    """The encoder's attention/LayerNorm path (one of ``minilm.model.BACKENDS``): per run of
+    equal lengths on CPU (SDPA, which keeps float32 bit-equal to the golden embeddings; in bf16
+    on CPUs with bf16 dot products, the faster of SDPA and plain matmuls by length), the Triton
+    kernels on CUDA, padded SDPA on CUDA without Triton."""
     if device.type == "cpu":
         if dtype != torch.float32 and not cpu_has_native(dtype):
             logger.warning("This CPU has no native %s matrix units (AVX512-BF16/AMX/AVX512-FP16); %s runs "
                            "emulated and is typically slower than float32 here", dtype, dtype)
-        return "sdpa_runs"
+        # Emulated bf16 matmuls made long-text attention 2x slower than SDPA's (AVX2 cap, 256 tokens).
+        return "math_runs" if dtype == torch.bfloat16 and has_bf16_dot() else "sdpa_runs"
     if device.type == "cuda":
         if triton_available():
             return "triton"

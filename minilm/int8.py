@@ -17,7 +17,8 @@ CPUs without VNNI: :func:`weight_max`), and SmoothQuant-style smoothing divides 
 channel by a calibrated factor ``s`` and multiplies the weight's column by it
 (``x W^T = (x / s)(W s)^T``), moving the outlier channels of the LayerNorm outputs into the
 weights, which quantize them per channel; the division is folded into the quantizer.
-Attention, LayerNorm and the embeddings stay in the float dtype.
+Attention runs in bf16 on CPUs with bf16 dot products and in float32 elsewhere; LayerNorm
+and the embeddings stay in the float dtype.
 
 The measurements behind each choice are in ``benchmarks/RESULTS.md``.
 """
@@ -25,14 +26,14 @@ The measurements behind each choice are in ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import logging
-import os
 from importlib import resources
 from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .model import CPU_MATH_ATTENTION_UPTO, sdpa_per_run
+from .cpu_features import has_bf16_dot, has_int8_dot
+from .model import fastest_cpu_attention, sdpa_per_run
 
 logger = logging.getLogger(__name__)
 
@@ -99,18 +100,9 @@ def weight_max() -> int:
     With 255 x 127 a pair can reach 64,770 and clips at 32,767: on this Zen 4 capped to AVX2
     (``ONEDNN_MAX_CPU_ISA=AVX2``) the min cosine to fp32 fell to 0.956 on long text. 7-bit
     weights cannot overflow (2 x 255 x 63 = 32,130), and they cost less fidelity than 7-bit
-    activations, whose outlier tokens need every bit. Reads /proc/cpuinfo and honours
-    oneDNN's ISA cap; where neither tells, it takes the safe 63.
+    activations, whose outlier tokens need every bit (:func:`minilm.cpu_features.has_int8_dot`).
     """
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-    if not (cap in ("ALL", "DEFAULT") or any(k in cap for k in ("VNNI", "AMX", "BF16", "FP16", "AVX10"))):
-        return 63
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return 63
-    return 127 if any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8")) else 63
+    return 127 if has_int8_dot() else 63
 
 
 def quantize_weight(w: Tensor, wmax: int = 127) -> tuple[Tensor, Tensor]:
@@ -245,8 +237,8 @@ class StaticQuant:
     def __call__(self, x: Tensor) -> Tensor:
         if self.multiplier is None:
             t = torch.add(self._offset, x.float(), alpha=1.0 / self.scale)
-        else:
-            t = torch.addcmul(self._offset, x.float(), self.multiplier)
+        else:  # the float32 multiplier promotes a bf16 x without a separate cast
+            t = torch.addcmul(self._offset, x, self.multiplier)
         return t.clamp_(0.0, 255.9).to(torch.uint8)
 
     def dequantize(self, q: Tensor) -> Tensor:
@@ -294,6 +286,18 @@ class StaticInt8Linear(nn.Module):
                 f"uint8_out={self.out_quant is not None}")
 
 
+def _scale_rows(linear: nn.Linear, rows: int, factor: float) -> nn.Linear:
+    """A copy of ``linear`` whose first ``rows`` outputs are multiplied by ``factor``."""
+    out = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+    with torch.no_grad():
+        out.weight.copy_(linear.weight)
+        out.weight[:rows] *= factor
+        if linear.bias is not None:
+            out.bias.copy_(linear.bias)
+            out.bias[:rows] *= factor
+    return out
+
+
 class Int8Layer(nn.Module):
     """A post-LayerNorm encoder layer (``minilm.model.Layer``) on four fused int8 GEMMs.
 
@@ -311,6 +315,7 @@ class Int8Layer(nn.Module):
         super().__init__()
         self.down_per_token = down_per_token
         self.num_heads, self.head_dim = layer.attn.num_heads, layer.attn.head_dim
+        H = self.num_heads * self.head_dim
         self.attn_norm, self.mlp_norm = layer.attn_norm, layer.mlp_norm
 
         def smoothed(name: str, lin: nn.Linear) -> tuple[StaticQuant, Optional[Tensor]]:
@@ -319,8 +324,12 @@ class Int8Layer(nn.Module):
             lo_s, hi_s = (lo, hi) if s is None else (lo / s, hi / s)
             return StaticQuant(lo_s.min(), hi_s.max(), s), s
 
-        quant, s = smoothed("attn.qkv", layer.attn.qkv)
-        self.qkv = StaticInt8Linear(layer.attn.qkv, quant, s, wmax=wmax)
+        # Attention in bf16 where the CPU has bf16 dot products: its matmuls then run at about
+        # twice float32's rate (benchmarks/RESULTS.md, "CPU attention kernels"). The QKV GEMM
+        # emits that dtype itself, with 1/sqrt(head_dim) folded into the query rows.
+        self.attn_dtype = torch.bfloat16 if has_bf16_dot() else torch.float32
+        quant, s = smoothed("attn.qkv", layer.attn.qkv)  # smoothing sees the unscaled weight
+        self.qkv = StaticInt8Linear(_scale_rows(layer.attn.qkv, H, self.head_dim ** -0.5), quant, s, wmax=wmax)
         quant, s = smoothed("attn.out", layer.attn.out)
         self.out = StaticInt8Linear(layer.attn.out, quant, s, wmax=wmax)
         # The MLP activation's codes are produced by the up GEMM itself, so they cannot be
@@ -339,9 +348,9 @@ class Int8Layer(nn.Module):
 
     def forward(self, x: Tensor, batch, backend: str) -> Tensor:
         T, H = x.shape
-        qkv = self.qkv(x, out_dtype=x.dtype).view(T, 3, self.num_heads, self.head_dim)
-        o = sdpa_per_run(qkv, batch, bias=batch.attn_bias, math_upto=CPU_MATH_ATTENTION_UPTO)
-        o = o.reshape(T, H)  # (total_tokens, hidden)
+        qkv = self.qkv(x, out_dtype=self.attn_dtype).view(T, 3, self.num_heads, self.head_dim)
+        o = sdpa_per_run(qkv, batch, bias=batch.attn_bias, pick=fastest_cpu_attention, scale=1.0)
+        o = o.reshape(T, H)  # (total_tokens, hidden), attn_dtype
         # The residual adds write into their residual: the layer consumes its input, which
         # the encoder's loop rebinds and nothing else holds.
         x = self.attn_norm(self.out(o, residual=x))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import replace
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +60,9 @@ class Embeddings(nn.Module):
 
 # The attention paths, one per backend; the engine picks the backend once per device and
 # dtype (see minilm.engine.choose_backend) and passes it down explicitly.
-BACKENDS = ("sdpa_runs", "sdpa_padded", "triton")
+BACKENDS = ("sdpa_runs", "math_runs", "sdpa_padded", "triton")
+# (q, k, v, attn_mask=None, scale=None) -> output, each (g, heads, n, head_dim): SDPA's signature.
+AttentionFn = Callable[..., Tensor]
 
 
 class Attention(nn.Module):
@@ -86,22 +88,28 @@ class Attention(nn.Module):
                                  backend="triton", validate=False)
         elif backend == "sdpa_runs":
             o = sdpa_per_run(qkv, batch, bias=batch.attn_bias)
+        elif backend == "math_runs":
+            o = sdpa_per_run(qkv, batch, bias=batch.attn_bias, pick=fastest_cpu_attention)
         else:
             o = padded_sdpa(qkv, batch, bias=batch.attn_bias)
         return self.out(o.reshape(T, H))
 
 
-def sdpa_per_run(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None, math_upto: int = 0) -> Tensor:
-    """Attention through SDPA, one call per run of equal-length sequences (the CPU path).
+def sdpa_per_run(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None,
+                 pick: Optional[Callable[[int, torch.dtype], AttentionFn]] = None,
+                 scale: Optional[float] = None) -> Tensor:
+    """Attention one call per run of equal-length sequences (the CPU path).
 
     qkv: (total_tokens, 3, heads, head_dim) -> (total_tokens, heads, head_dim)
     bias: optional (heads, >= max_seqlen, >= max_seqlen) additive score bias (MPNet)
-    math_upto: runs of sequences this short or shorter use :func:`math_attention` instead
+    pick: (run length, dtype) -> the attention function for that run (default: SDPA for all;
+        :func:`fastest_cpu_attention` is the measured choice)
+    scale: the score scale, default 1/sqrt(head_dim); 1.0 where it is folded into q already
 
     Each run is a view of the token layout, so no FLOP is spent on padding. A sequence's
     result depends only on its own tokens, never on which other sequences share the batch or
-    how long they are: this is what makes CPU embeddings batch-invariant. (The kernel is
-    chosen by the sequence's own length, so ``math_upto`` keeps that true.)
+    how long they are: this is what makes CPU embeddings batch-invariant. (``pick`` sees only
+    the sequence's own length, so it keeps that true.)
     """
     T, _, nh, hd = qkv.shape
     runs = batch.length_runs()
@@ -112,32 +120,78 @@ def sdpa_per_run(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None,
             continue
         q, k, v = block.permute(2, 0, 3, 1, 4)  # each (g, heads, n, head_dim)
         mask = None if bias is None else bias[:, :n, :n]
-        attend = math_attention if n <= math_upto else F.scaled_dot_product_attention
-        o = attend(q, k, v, attn_mask=mask).transpose(1, 2)  # (g, n, heads, head_dim)
+        attend = F.scaled_dot_product_attention if pick is None else pick(n, qkv.dtype)
+        o = attend(q, k, v, attn_mask=mask, scale=scale).transpose(1, 2)  # (g, n, heads, head_dim)
         if out is None:
-            return o.reshape(T, nh, hd)  # a single run: no copy when SDPA's output is (g, n)-major
+            return o.reshape(T, nh, hd)  # a single run: no copy when the output is (g, n)-major
         out[t0:t0 + g * n].view(g, n, nh, hd).copy_(o)
     return out if out is not None else qkv.new_empty(T, nh, hd)
 
 
-# Below this sequence length, CPU attention with head size 32 ran faster as two batched
-# matmuls and a softmax than through SDPA's flash kernel, whose blocking is sized for long
-# sequences (2 threads, Zen 4, float32: 24 tokens 1.8 vs 4.7 ms, 48 tokens 2.6 vs 3.4 ms,
-# 96 tokens 4.5 vs 4.3 ms; benchmarks/RESULTS.md).
-CPU_MATH_ATTENTION_UPTO = 64
+def fastest_cpu_attention(n: int, dtype: torch.dtype) -> AttentionFn:
+    """The faster CPU attention for a run of ``n``-token sequences of ``dtype``: head size 32,
+    2 threads, Zen 4, 2,048 tokens a call, ``benchmarks/bench_cpu_attention.py`` (RESULTS.md,
+    "CPU attention kernels").
+
+    float32: :func:`math_attention` up to 160 tokens (16 tokens 1.5 ms against SDPA's 3.5, 128
+    tokens 4.6 against 5.2), SDPA above (256 tokens: 7.2 against 7.4-8.9): SDPA's flash kernel
+    is blocked for long sequences. bfloat16: :func:`math_attention` at every length (16 tokens
+    1.5 against 2.4 ms, 256 tokens 5.6 against 7.2): its bf16 matmuls run at about twice
+    float32's rate, where SDPA's bf16 kernel is no faster than its float32 one.
+    """
+    if dtype == torch.bfloat16 or n <= CPU_MATH_ATTENTION_UPTO:
+        return math_attention
+    return F.scaled_dot_product_attention
 
 
-def math_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
-    """softmax(q k^T / sqrt(d) + mask) v, as plain batched matmuls: (..., n, d) -> (..., n, d)."""
-    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))  # (..., n, n)
+CPU_MATH_ATTENTION_UPTO = 160
+# math_attention materializes scores for as many sequences at a time as fit in about this
+# many bytes: whole, a run of 16 x 256-token sequences has 25 MB of float32 scores, and the
+# softmax over them ran at memory speed (20 ms, as long as the two matmuls together in bf16).
+SCORE_BLOCK_BYTES = 1 << 21
+# Below this many keys, reduced-precision scores are softmaxed in float32.
+_FLOAT_SOFTMAX_BELOW = 48
+
+
+def math_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None,
+                   scale: Optional[float] = None) -> Tensor:
+    """softmax(q k^T * scale + mask) v as plain matmuls, a few sequences at a time.
+
+    q, k, v: (g, heads, n, head_dim) -> (g, heads, n, head_dim); scale defaults to 1/sqrt(head_dim)
+    attn_mask: optional float mask broadcastable to (heads, n, n), the same for every sequence
+    """
+    g, h, n, _ = q.shape
+    per = max(1, SCORE_BLOCK_BYTES // (h * n * n * q.element_size()))
+    if per >= g:
+        return _math_block(q, k, v, attn_mask, scale)
+    out = q.new_empty(q.shape)
+    for i in range(0, g, per):
+        _math_block(q[i:i + per], k[i:i + per], v[i:i + per], attn_mask, scale, out=out[i:i + per])
+    return out
+
+
+def _math_block(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], scale: Optional[float],
+                out: Optional[Tensor] = None) -> Tensor:
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    if scale != 1.0:
+        q = q * scale
+    scores = torch.matmul(q, k.transpose(-1, -2))  # (g, heads, n, n)
+    n = scores.shape[-1]
+    if n < _FLOAT_SOFTMAX_BELOW and scores.dtype in (torch.bfloat16, torch.float16):
+        # bf16 rows this short take torch.softmax's slow path: 1.2 against 0.4 ms at n = 20
+        # (2,048 tokens, 2 threads, Zen 4); the casts cost less than the difference.
+        scores = scores.float()
     if attn_mask is not None:
-        scores = scores + attn_mask
-    if scores.shape[-1] < 16:
+        scores.add_(attn_mask)  # in place: bf16 scores stay bf16 under a float32 mask
+    if n < 16:
         # torch.softmax's CPU kernel takes a slow path for rows shorter than 16: 3.4-3.9 ms
         # against 0.7-0.9 ms for these three ops on 4,096-token batches (2 threads, Zen 4).
         p = (scores - scores.amax(-1, keepdim=True)).exp_()
-        return torch.matmul(p.div_(p.sum(-1, keepdim=True)), v)
-    return torch.matmul(torch.softmax(scores, dim=-1), v)
+        p = p.div_(p.sum(-1, keepdim=True))
+    else:
+        p = torch.softmax(scores, dim=-1)
+    return torch.matmul(p.to(v.dtype), v, out=out)
 
 
 def padded_sdpa(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None) -> Tensor:

@@ -18,6 +18,10 @@ from minilm.varlen import make_varlen_batch
 def test_backend_is_chosen_from_device_dtype_and_triton(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert choose_backend(cpu, torch.float32) == "sdpa_runs"
+    monkeypatch.setattr(engine_mod, "has_bf16_dot", lambda: True)
+    assert choose_backend(cpu, torch.bfloat16) == "math_runs"
+    monkeypatch.setattr(engine_mod, "has_bf16_dot", lambda: False)  # emulated bf16 matmuls: keep SDPA
+    assert choose_backend(cpu, torch.bfloat16) == "sdpa_runs"
     monkeypatch.setattr(engine_mod, "triton_available", lambda: True)
     assert choose_backend(cuda, torch.float16) == "triton"
     monkeypatch.setattr(engine_mod, "triton_available", lambda: False)
@@ -26,6 +30,7 @@ def test_backend_is_chosen_from_device_dtype_and_triton(monkeypatch):
 
 def test_cpu_without_native_bf16_warns(monkeypatch, caplog):
     monkeypatch.setattr(engine_mod, "cpu_has_native", lambda dtype: False)
+    monkeypatch.setattr(engine_mod, "has_bf16_dot", lambda: False)
     with caplog.at_level("WARNING", logger="minilm.engine"):
         assert choose_backend(torch.device("cpu"), torch.bfloat16) == "sdpa_runs"
     assert "no native" in caplog.text

@@ -158,6 +158,53 @@ def test_math_attention_matches_sdpa(n):
     torch.testing.assert_close(math_attention(q, k, v), torch.nn.functional.scaled_dot_product_attention(q, k, v))
 
 
+@pytest.mark.parametrize("block_bytes", [1, 3 * 4 * 40 * 40 * 8, 1 << 30])  # blocks of 1, 3 and all 7
+def test_blocked_math_attention_matches_sdpa(monkeypatch, block_bytes):
+    from minilm import model
+
+    monkeypatch.setattr(model, "SCORE_BLOCK_BYTES", block_bytes)
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(7, 4, 40, 32, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = torch.randn(4, 40, 40, generator=g, dtype=torch.float64)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.3)
+    torch.testing.assert_close(model.math_attention(q, k, v, attn_mask=mask, scale=0.3), ref)
+
+
+@pytest.mark.parametrize("n", [9, 20, 64])  # softmax: three ops in float32, torch's in float32, torch's in bf16
+def test_bf16_math_attention_is_within_bf16_rounding(n):
+    from minilm.model import math_attention
+
+    g = torch.Generator().manual_seed(n)
+    q, k, v = (torch.randn(5, 12, n, 32, generator=g, dtype=torch.float64) for _ in range(3))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    got = math_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert got.dtype == torch.bfloat16
+    # bf16 keeps 8 significant bits: inputs, scores, probabilities and output each round once.
+    torch.testing.assert_close(got.double(), ref, atol=3e-2, rtol=3e-2)
+
+
+def test_fastest_cpu_attention_choice():
+    from minilm.model import CPU_MATH_ATTENTION_UPTO, fastest_cpu_attention, math_attention
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    assert fastest_cpu_attention(CPU_MATH_ATTENTION_UPTO, torch.float32) is math_attention
+    assert fastest_cpu_attention(CPU_MATH_ATTENTION_UPTO + 1, torch.float32) is sdpa
+    assert fastest_cpu_attention(256, torch.bfloat16) is math_attention
+
+
+def test_int8_attention_dtype_follows_the_cpu(real_model_path, monkeypatch):
+    """bf16 attention only where the CPU has bf16 dot products; the QKV GEMM emits it."""
+    for native, want in [(False, torch.float32), (True, torch.bfloat16)]:
+        monkeypatch.setattr(int8, "has_bf16_dot", lambda native=native: native)
+        m = minilm.SentenceTransformer(str(real_model_path), device="cpu", quantize="int8",
+                                       calibration_texts=heldout_texts()[:8])
+        layer = m.encoder.layers[0]
+        assert layer.attn_dtype == want
+        x = torch.randn(5, 384)
+        assert layer.qkv(x, out_dtype=layer.attn_dtype).dtype == want
+        assert np.isfinite(m.encode(["a short text", "another one here"])).all()
+
+
 @torch.inference_mode()
 def test_dynamic_scheme_still_quantizes_a_whole_encoder(real_model_path):
     """The per-token fallback (builds without oneDNN's int8 linear) on the real model."""
@@ -293,6 +340,20 @@ def test_int8_embedding_is_independent_of_its_batch(ml_int8):
     small = ml_int8.encode(probe + texts, batch_size=2)[:3]
     assert np.array_equal(alone, crowd)
     assert np.array_equal(alone, small)
+
+
+def test_int8_invariance_holds_where_attention_is_blocked(ml_int8):
+    """Runs of equal-length sequences longer than 64 tokens go through attention a few
+    sequences at a time (model.SCORE_BLOCK_BYTES); where a sequence falls among the blocks
+    must not change its embedding."""
+    rng = np.random.default_rng(0)
+    words = "the a cat dog sat ran on in red blue big small house tree car road sun day".split()
+    texts = [" ".join(rng.choice(words, 100)) for _ in range(20)]
+    n = {len(ids) for ids in ml_int8.tokenizer.encode(texts)}
+    assert n == {102}  # one run of 20 sequences: blocks of 8, 8 and 4 in bf16, 5 x 4 in float32
+    alone = np.stack([ml_int8.encode(t) for t in texts[:3]])
+    crowd = ml_int8.encode(texts[::-1], batch_size=20)[::-1][:3]
+    assert np.array_equal(alone, crowd)
 
 
 # ------------------------------------------------------------------------- settings
