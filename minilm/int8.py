@@ -25,6 +25,7 @@ The measurements behind each choice are in ``benchmarks/RESULTS.md``.
 
 from __future__ import annotations
 
+import copy
 import logging
 from importlib import resources
 from typing import Iterable, Optional, Sequence
@@ -288,12 +289,10 @@ class StaticInt8Linear(nn.Module):
 
 def _scale_rows(linear: nn.Linear, rows: int, factor: float) -> nn.Linear:
     """A copy of ``linear`` whose first ``rows`` outputs are multiplied by ``factor``."""
-    out = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+    out = copy.deepcopy(linear)
     with torch.no_grad():
-        out.weight.copy_(linear.weight)
         out.weight[:rows] *= factor
-        if linear.bias is not None:
-            out.bias.copy_(linear.bias)
+        if out.bias is not None:
             out.bias[:rows] *= factor
     return out
 

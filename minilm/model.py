@@ -146,11 +146,11 @@ def fastest_cpu_attention(n: int, dtype: torch.dtype) -> AttentionFn:
 
 CPU_MATH_ATTENTION_UPTO = 160
 # math_attention materializes scores for as many sequences at a time as fit in about this
-# many bytes: whole, a run of 16 x 256-token sequences has 25 MB of float32 scores, and the
-# softmax over them ran at memory speed (20 ms, as long as the two matmuls together in bf16).
+# many bytes: whole, a run of 16 x 256-token sequences has 50 MB of float32 scores, and the
+# softmax over them ran at memory speed (20 ms, longer than both bf16 matmuls together).
 SCORE_BLOCK_BYTES = 1 << 21
-# Below this many keys, reduced-precision scores are softmaxed in float32.
-_FLOAT_SOFTMAX_BELOW = 48
+# The AVX-512 vector width of torch's bf16 softmax kernel (see _math_block).
+_BF16_SOFTMAX_LANES = 32
 
 
 def math_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None,
@@ -178,9 +178,11 @@ def _math_block(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], sc
         q = q * scale
     scores = torch.matmul(q, k.transpose(-1, -2))  # (g, heads, n, n)
     n = scores.shape[-1]
-    if n < _FLOAT_SOFTMAX_BELOW and scores.dtype in (torch.bfloat16, torch.float16):
-        # bf16 rows this short take torch.softmax's slow path: 1.2 against 0.4 ms at n = 20
-        # (2,048 tokens, 2 threads, Zen 4); the casts cost less than the difference.
+    if n % _BF16_SOFTMAX_LANES and scores.dtype in (torch.bfloat16, torch.float16):
+        # torch.softmax's bf16 CPU kernel is fast only on rows of whole 32-lane vectors; on
+        # others the casts and a float32 softmax cost less. Whole attention, 2,048 tokens, 2
+        # threads, Zen 4: n = 56 2.2 against 3.4 ms, n = 250 6.0 against 7.0 ms; at n = 128
+        # and 256 the bf16 softmax stays ahead (3.4 against 3.6, 5.9 against 6.3 ms).
         scores = scores.float()
     if attn_mask is not None:
         scores.add_(attn_mask)  # in place: bf16 scores stay bf16 under a float32 mask
