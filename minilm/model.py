@@ -133,10 +133,10 @@ def fastest_cpu_attention(n: int, dtype: torch.dtype) -> AttentionFn:
     2 threads, Zen 4, 2,048 tokens a call, ``benchmarks/bench_cpu_attention.py`` (RESULTS.md,
     "CPU attention kernels").
 
-    float32: :func:`math_attention` up to 160 tokens (16 tokens 1.5 ms against SDPA's 3.5, 128
-    tokens 4.6 against 5.2), SDPA above (256 tokens: 7.2 against 7.4-8.9): SDPA's flash kernel
-    is blocked for long sequences. bfloat16: :func:`math_attention` at every length (16 tokens
-    1.5 against 2.4 ms, 256 tokens 5.6 against 7.2): its bf16 matmuls run at about twice
+    float32: :func:`math_attention` up to 160 tokens (16 tokens 1.3 ms against SDPA's 4.2, 128
+    tokens 4.5 against 4.9), SDPA above (192 tokens: even; 256: 7.0 against 7.3): SDPA's flash
+    kernel is blocked for long sequences. bfloat16: :func:`math_attention` at every length (16
+    tokens 1.1 against 2.8 ms, 256 tokens 6.3 against 7.2): its bf16 matmuls run at about twice
     float32's rate, where SDPA's bf16 kernel is no faster than its float32 one.
     """
     if dtype == torch.bfloat16 or n <= CPU_MATH_ATTENTION_UPTO:
