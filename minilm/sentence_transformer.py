@@ -301,8 +301,10 @@ class SentenceTransformer(nn.Module):
 
         ``inputs`` is sentence-transformers 6.x's name for the texts; ``sentences=`` (older
         releases' name) works too. Texts are tokenized once, sorted by token count and run in
-        batches; the result is in input order. ``batch_size`` is texts per forward pass (on CPU
-        also capped by ``max_batch_tokens``). ``pool`` (from :meth:`start_multi_process_pool`)
+        batches; the result is in input order. Embeddings do not depend on the batch, so
+        ``batch_size`` changes speed only: sentence embeddings are batched by a token budget
+        (``max_batch_tokens``), with ``batch_size`` a lower bound on CUDA and unused on CPU; token
+        embeddings take at most ``batch_size`` texts per forward pass. ``pool`` (from :meth:`start_multi_process_pool`)
         or a list of devices (``["cpu", "cpu"]``, ``["cuda:0", "cuda:1"]``) spreads chunks of
         ``chunk_size`` texts over worker processes, with the same result.
 

@@ -79,14 +79,19 @@ def test_token_budget_is_respected(real_model_path, ml_real, st_real, sentences,
         return orig(ids, device)
 
     m.engine.forward_ids = spy
-    out = m.encode(texts, batch_size=64)
+    out = m.encode(texts, batch_size=4)
     assert out.shape == (210, 384)
     assert sum(n for n, _, _ in seen) == 210
     for n, longest, _ in seen:
-        assert n <= 64
         assert n == 1 or n * longest <= 600, (n, longest)
-    # The budget, not batch_size, cut the long texts' batches: at most 2 of 256 tokens.
+    # Sentence embeddings: the budget alone cuts the passes, so short texts fill it past
+    # batch_size, and long ones stop at 2 of 256 tokens.
+    assert max(n for n, _, _ in seen) > 4
     assert max(n for n, longest, _ in seen if longest == 256) == 2
+    # Token embeddings keep batch_size as the most texts per pass.
+    seen.clear()
+    toks = m.encode(texts[:40], batch_size=4, output_value="token_embeddings")
+    assert len(toks) == 40 and max(n for n, _, _ in seen) == 4
     # Independent references: each text embedded on its own (bitwise, by batch invariance), and
     # sentence-transformers (to rounding).
     for i in (0, 57, 199, 200, 201, 202, 209):

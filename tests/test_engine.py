@@ -100,6 +100,25 @@ def test_plan_batches_respects_batch_size_and_token_budget(ml_real):
         assert [lengths[i] for i in b] == sorted((lengths[i] for i in b), reverse=True)
 
 
+def test_plan_batches_fill_budget_lets_the_budget_alone_cut(ml_real):
+    eng = ml_real.engine
+    lengths = [12] * 300 + [200] * 7
+    old = eng.max_batch_tokens
+    try:
+        eng.max_batch_tokens = 1000
+        batches = eng.plan_batches(lengths, batch_size=8, device=torch.device("cpu"), fill_budget=True)
+        capped = eng.plan_batches(lengths, batch_size=8, device=torch.device("cpu"))
+    finally:
+        eng.max_batch_tokens = old
+    sizes = [len(b) for b in batches]
+    assert sorted(i for b in batches for i in b) == list(range(307))
+    # By hand: 5 x 200 tokens; then 2 x 200 + 3 x 12 (a batch pays for its longest text);
+    # then 83 x 12 (996 tokens) until the last 48 short texts, far past batch_size=8.
+    assert sizes == [5, 5, 83, 83, 83, 48]
+    assert all(max(lengths[i] for i in b) * len(b) <= 1000 for b in batches)
+    assert max(len(b) for b in capped) == 8  # without fill_budget, batch_size is the cap
+
+
 def test_spec_rebuilds_an_identical_engine(ml_real):
     ml_real.max_seq_length = 32
     try:
