@@ -557,7 +557,9 @@ Hits go to stdout (a table, or with --json one JSON object per query); the summa
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", default=DEFAULT_MODEL, help="model folder or hub id")
-    p.add_argument("-b", "--batch-size", type=int, default=32, metavar="N", help="texts per forward pass for token outputs; sentence embeddings are batched by a token budget (CPU) or take at least N texts (CUDA)")
+    p.add_argument("-b", "--batch-size", type=int, default=32, metavar="N",
+                   help="texts per forward pass for token outputs; sentence embeddings are batched "
+                        "by a token budget (CPU) or take at least N texts (CUDA)")
     p.add_argument("--max-seq-length", type=int, default=None, metavar="N",
                    help="truncate texts to this many tokens (default: the model's)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEST_DATA, compare_encode, read_lines, save_random_bert, save_st_model, widen_weights
+from conftest import (TEST_DATA, assert_golden, compare_encode, read_lines, save_random_bert, save_st_model,
+                      widen_weights)
 from minilm.config import SUPPORTED_MODEL_TYPES, EncoderConfig
 from minilm.varlen import make_varlen_batch
 from minilm.weights import load_encoder
@@ -269,8 +270,7 @@ def test_encode_is_bitwise_golden(hf_folders, texts, arch):
     with np.load(TEST_DATA / "golden_cpu_fp32.npz") as golden:
         want = golden[f"arch/{arch}"]
     got = minilm.SentenceTransformer(str(hf_folders[arch]), device="cpu").encode(texts)
-    assert got.shape == want.shape and got.dtype == want.dtype
-    assert np.array_equal(got, want), f"max abs diff {np.abs(got - want).max():.3g}"
+    assert_golden(got, want)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

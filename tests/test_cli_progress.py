@@ -57,6 +57,22 @@ def bars(monkeypatch):
     return FakeBar
 
 
+@pytest.fixture
+def passes(monkeypatch):
+    """The number of texts in each forward pass the engine runs (in this process)."""
+    from minilm.engine import Engine
+
+    sizes: list[int] = []
+    orig = Engine.forward_ids
+
+    def spy(self, ids, device):
+        sizes.append(len(ids))
+        return orig(self, ids, device)
+
+    monkeypatch.setattr(Engine, "forward_ids", spy)
+    return sizes
+
+
 def _corpus(path, n):
     path.write_text("".join(f"sentence number {i} about {'cats' if i % 3 else 'the weather'}\n" for i in range(n)),
                     encoding="utf-8")
@@ -68,38 +84,41 @@ def _texts_bars(bars):
     return [b for b in bars.made if b.total is not None]
 
 
-def test_streaming_output_bar_moves_per_batch(tmp_path, tiny_folder, bars, capsys):
+def test_streaming_output_bar_moves_per_batch(tmp_path, tiny_folder, bars, passes, capsys):
     src = _corpus(tmp_path / "in.txt", 300)
+    # On CPU the token budget cuts sentence-embedding passes; a small one makes many.
     rc = main(["encode", "--input", str(src), "--output", str(tmp_path / "e.npy"), "--model", str(tiny_folder),
-               "--batch-size", "16", "--progress"])
+               "--batch-size", "16", "--max-batch-tokens", "160", "--progress"])
     assert rc == 0, capsys.readouterr().err
     (bar,) = _texts_bars(bars)
     assert bar.total == 300 and bar.n == 300 and bar.closed
     # One chunk (8192 texts by default) holds all 300 texts: a per-chunk bar would move once.
-    assert len(bar.updates) >= 300 // 16, bar.updates
-    assert max(bar.updates) <= 16
+    assert bar.updates == passes and len(passes) >= 10, (bar.updates, passes)
     assert "text" in bar.kwargs.get("unit", "") and "Batches" not in bar.kwargs.get("desc", "")
 
 
 @pytest.mark.parametrize("how", [["--format", "jsonl"], []])
-def test_other_encode_paths_bar_moves_per_batch(tmp_path, tiny_folder, bars, capsys, how):
+def test_other_encode_paths_bar_moves_per_batch(tmp_path, tiny_folder, bars, passes, capsys, how):
     src = _corpus(tmp_path / "in.txt", 200)
-    rc = main(["encode", "--input", str(src), "--model", str(tiny_folder), "--batch-size", "20", "--progress",
-               *how])
+    rc = main(["encode", "--input", str(src), "--model", str(tiny_folder), "--batch-size", "20",
+               "--max-batch-tokens", "200", "--progress", *how])
     assert rc == 0, capsys.readouterr().err
     (bar,) = _texts_bars(bars)
-    assert bar.n == 200 and len(bar.updates) >= 10 and bar.closed
+    assert bar.n == 200 and bar.updates == passes and len(passes) >= 5 and bar.closed
     assert "text" in bar.kwargs.get("unit", "")
 
 
-def test_library_bar_counts_texts_and_says_so(tiny_folder, bars):
+def test_library_bar_counts_texts_and_says_so(tiny_folder, bars, passes):
     import minilm
 
-    model = minilm.SentenceTransformer(str(tiny_folder), device="cpu")
+    model = minilm.SentenceTransformer(str(tiny_folder), device="cpu", max_batch_tokens=40)
     model.encode([f"text {i}" for i in range(50)], batch_size=10, show_progress_bar=True)
+    first = list(passes)
     list(model.encode_iter((f"text {i}" for i in range(50)), chunk_size=25, batch_size=10, show_progress_bar=True))
-    for bar in _texts_bars(bars) or bars.made:
-        assert bar.n == 50 and len(bar.updates) == 5
+    second = passes[len(first):]
+    made = _texts_bars(bars) or bars.made
+    for bar, sizes in zip(made, (first, second)):
+        assert bar.n == 50 and bar.updates == sizes and len(sizes) >= 4
         assert "Batches" not in bar.kwargs.get("desc", "") and "text" in bar.kwargs.get("unit", "")
     assert len(bars.made) == 2
 

@@ -52,6 +52,9 @@ def test_int8_linear_matches_float64_reference(backend, rows, wmax):
     from the definitions: per-token and per-output-channel symmetric scales, round to nearest."""
     if backend == "onednn" and int8.gemm_backend() != "onednn":
         pytest.skip("this torch build has no oneDNN int8 linear")
+    if wmax > int8.weight_max():
+        pytest.skip("without VNNI the int8 GEMM adds u8 x s8 pairs in saturating 16 bits, so 8-bit "
+                    "weights are not exact here (why weight_max() picks 63; tested below)")
     g = torch.Generator().manual_seed(rows)
     lin = torch.nn.Linear(96, 40).requires_grad_(False)
     with torch.no_grad():
@@ -117,11 +120,13 @@ def test_static_int8_linear_matches_float64_reference(epilogue, rows):
     xs = x.double() / smooth.double()
     in_quant = int8.StaticQuant(float(xs.min()), float(xs.max()), smooth)
     out_quant = int8.StaticQuant(-0.2, 4.0) if epilogue == "gelu_uint8" else None
-    layer = int8.StaticInt8Linear(lin, in_quant, smooth, activation="gelu" if out_quant else None, out_quant=out_quant)
+    wmax = int8.weight_max()  # 8-bit weights only where the GEMM sums them exactly (VNNI, AMX)
+    layer = int8.StaticInt8Linear(lin, in_quant, smooth, activation="gelu" if out_quant else None, out_quant=out_quant,
+                                  wmax=wmax)
 
     xq = torch.floor(xs / in_quant.scale + in_quant.zero_point + 0.5).clamp(0, 255)
     w = lin.weight.double() * smooth.double()
-    w_scale = w.abs().amax(1) / 127
+    w_scale = w.abs().amax(1) / wmax
     ref = ((xq - in_quant.zero_point) * in_quant.scale) @ (torch.round(w / w_scale[:, None]) * w_scale[:, None]).T
     ref = ref + lin.bias.double()
     step = in_quant.scale * w.abs().max()  # what one code of x can move an output
@@ -343,9 +348,9 @@ def test_int8_embedding_is_independent_of_its_batch(ml_int8):
 
 
 def test_int8_invariance_holds_where_attention_is_blocked(ml_int8):
-    """Runs of equal-length sequences longer than 64 tokens go through attention a few
-    sequences at a time (model.SCORE_BLOCK_BYTES); where a sequence falls among the blocks
-    must not change its embedding."""
+    """A run of equal-length sequences goes through attention a few sequences at a time
+    (model.SCORE_BLOCK_BYTES); where a sequence falls among the blocks must not change its
+    embedding."""
     rng = np.random.default_rng(0)
     words = "the a cat dog sat ran on in red blue big small house tree car road sun day".split()
     texts = [" ".join(rng.choice(words, 100)) for _ in range(20)]
