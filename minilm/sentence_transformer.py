@@ -304,9 +304,10 @@ class SentenceTransformer(nn.Module):
         batches; the result is in input order. Embeddings do not depend on the batch, so
         ``batch_size`` changes speed only: sentence embeddings are batched by a token budget
         (``max_batch_tokens``), with ``batch_size`` a lower bound on CUDA and unused on CPU; token
-        embeddings take at most ``batch_size`` texts per forward pass. ``pool`` (from :meth:`start_multi_process_pool`)
-        or a list of devices (``["cpu", "cpu"]``, ``["cuda:0", "cuda:1"]``) spreads chunks of
-        ``chunk_size`` texts over worker processes, with the same result.
+        embeddings take at most ``batch_size`` texts per forward pass. ``pool`` (from
+        :meth:`start_multi_process_pool`) or a list of devices (``["cpu", "cpu"]``,
+        ``["cuda:0", "cuda:1"]``) spreads chunks of ``chunk_size`` texts over worker processes,
+        with the same result.
 
         ``_progress`` (private; for ``encode_iter`` and the CLI) is a tqdm-like bar owned by the
         caller, advanced per batch by the number of texts instead of a bar of this call's own.
