@@ -310,7 +310,8 @@ class Int8Layer(nn.Module):
     """
 
     def __init__(self, layer: nn.Module, stats: dict[str, tuple[Tensor, Tensor]], alpha: Optional[float],
-                 activation: str, wmax: int = 127, down_per_token: bool = False):
+                 activation: str, wmax: int = 127, down_per_token: bool = False,
+                 attn_dtype: torch.dtype = torch.float32):
         super().__init__()
         self.down_per_token = down_per_token
         self.num_heads, self.head_dim = layer.attn.num_heads, layer.attn.head_dim
@@ -323,10 +324,9 @@ class Int8Layer(nn.Module):
             lo_s, hi_s = (lo, hi) if s is None else (lo / s, hi / s)
             return StaticQuant(lo_s.min(), hi_s.max(), s), s
 
-        # Attention in bf16 where the CPU has bf16 dot products: its matmuls then run at about
-        # twice float32's rate (benchmarks/RESULTS.md, "CPU attention kernels"). The QKV GEMM
-        # emits that dtype itself, with 1/sqrt(head_dim) folded into the query rows.
-        self.attn_dtype = torch.bfloat16 if has_bf16_dot() else torch.float32
+        # The QKV GEMM emits the attention dtype itself, with 1/sqrt(head_dim) folded into the
+        # query rows.
+        self.attn_dtype = attn_dtype
         quant, s = smoothed("attn.qkv", layer.attn.qkv)  # smoothing sees the unscaled weight
         self.qkv = StaticInt8Linear(_scale_rows(layer.attn.qkv, H, self.head_dim ** -0.5), quant, s, wmax=wmax)
         quant, s = smoothed("attn.out", layer.attn.out)
@@ -468,6 +468,9 @@ def quantize_encoder(encoder: nn.Module, calibration_batches: Optional[Iterable]
     names = [n for n, m in encoder.named_modules() if isinstance(m, nn.Linear) and n.startswith("layers.")]
     wmax = weight_max()
     if scheme == "static":
+        # Attention in bf16 where the CPU has bf16 dot products: its matmuls then run at about
+        # twice float32's rate (benchmarks/RESULTS.md, "CPU attention kernels").
+        attn_dtype = torch.bfloat16 if has_bf16_dot() else torch.float32
         if calibration_batches is None:
             raise ValueError("static int8 scales need calibration batches")
         batches = list(calibration_batches)
@@ -478,7 +481,7 @@ def quantize_encoder(encoder: nn.Module, calibration_batches: Optional[Iterable]
         for i, layer in enumerate(encoder.layers):
             stats = {n[len(f"layers.{i}."):]: r for n, r in ranges.items() if n.startswith(f"layers.{i}.")}
             encoder.layers[i] = Int8Layer(layer, stats, alpha, encoder.config.hidden_act, wmax,
-                                          down_per_token=i in per_token)
+                                          down_per_token=i in per_token, attn_dtype=attn_dtype)
         logger.info("int8: %d layers quantized with static scales (fused oneDNN GEMMs, weights in +-%d, smoothing "
                     "%s); per-token MLP activation in layers %s", len(encoder.layers), wmax,
                     f"alpha={alpha}" if alpha else "off", sorted(per_token))
