@@ -204,11 +204,17 @@ def _progress_bar(args: argparse.Namespace, total: Optional[int], initial: int =
 
 def _blocks(model, texts: Iterable[str], args: argparse.Namespace, bar, pool) -> Iterator:
     """``(n, D)`` float32 arrays, in input order, a chunk at a time; the bar moves per batch."""
+    import numpy as np
+
     # A pool balances better, and its bar moves more often, with chunks smaller than the default.
     chunk = args.chunk_size or (1000 if pool is not None else None)
-    return model.encode_iter(texts, chunk_size=chunk, pool=pool, batch_size=args.batch_size,
-                             prompt_name=args.prompt_name, prompt=args.prompt,
-                             normalize_embeddings=args.normalize, _progress=bar)
+    blocks = model.encode_iter(texts, chunk_size=chunk, pool=pool, batch_size=args.batch_size,
+                               prompt_name=args.prompt_name, prompt=args.prompt,
+                               normalize_embeddings=args.normalize, _progress=bar)
+    # encode() returns float16 rows for a float16 model (as sentence-transformers does), and
+    # float16 is the CUDA default; files and stdout always get float32, the same whichever
+    # device or dtype made them, so a streamed file, its --resume and an in-memory run agree.
+    return (np.asarray(b, dtype=np.float32) for b in blocks)
 
 
 def _summary(model, n: int, shape: tuple, t_load: float, t_embed: float) -> None:

@@ -62,6 +62,23 @@ def test_output_rows_equal_lines_blank_lines_included(tmp_path, tiny_folder, ref
     assert r.stdout == b""  # messages are not data
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_output_is_float32_whatever_the_compute_dtype(tmp_path, tiny_folder, reference, stream):
+    # float16 is the CUDA default; encode() then returns float16 rows, which the streamed
+    # writer once refused ("expected float32 rows") and the in-memory path saved as float16.
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    out = tmp_path / "e.npy"
+    args = ["encode", "--model", str(tiny_folder), "--device", "cpu", "--dtype", "float16", "--output", str(out)]
+    r = _run(args + ["--input", str(src)]) if stream else _run(args, input=src.read_bytes())
+    assert r.returncode == 0, r.stderr
+    emb = np.load(out)
+    assert emb.dtype == np.float32 and emb.shape == reference.shape
+    assert not np.array_equal(emb, reference)  # float16 compute really ran
+    cos = (emb * reference).sum(1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(reference, axis=1))
+    assert cos.min() > 0.999, cos
+
+
 def test_preview_on_stdout_summary_on_stderr(tiny_folder, capsys):
     assert main(["encode", "--model", str(tiny_folder), "one", "two", "three", "--show", "2"]) == 0
     cap = capsys.readouterr()
