@@ -112,8 +112,9 @@ class CpuStrategy:
     chunk_size = 8192
     max_batch_tokens: Optional[int] = 2048
     prefetch = False
-    # MKL takes other (differently rounded) GEMM paths below 12 rows; a filler sequence keeps
-    # every batch on one path, so a text's embedding does not depend on its batch's size.
+    # The CPU GEMMs round small products differently (oneDNN's packed GEMM a 1-row one, MKL,
+    # where weights are not packed, anything under 12 rows); a filler sequence keeps every
+    # batch on one path, so a text's embedding does not depend on its batch's size.
     min_gemm_rows = 16
 
     def to_device(self, ids: list[list[int]], position_offset: int, device: torch.device):

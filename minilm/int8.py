@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .cpu_features import has_bf16_dot, has_int8_dot
+from .linear import ACTIVATIONS, ONEDNN_POST_OPS
 from .model import fastest_cpu_attention, sdpa_per_run
 
 logger = logging.getLogger(__name__)
@@ -189,7 +190,9 @@ class Int8Linear(nn.Module):
         self.register_buffer("inv_smooth", None if smooth is None else 1.0 / smooth.float(), persistent=False)
         self.register_buffer("bias", bias, persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, activation: Optional[str] = None) -> Tensor:
+        """``activation``: an ``ACTIVATIONS`` name applied to the output, as
+        :class:`minilm.linear.Linear` takes it."""
         if x.device.type != "cpu":
             raise ValueError("int8 layers run on CPU only; load the model with quantize=None for "
                              f"{x.device.type}")
@@ -205,7 +208,7 @@ class Int8Linear(nn.Module):
                 torch.mul(y, scale, out=out[i:i + rows])
             else:
                 torch.addcmul(self.bias, y, scale, out=out[i:i + rows])
-        return out
+        return out if activation is None else ACTIVATIONS[activation](out)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, backend={self.backend}, "
@@ -213,11 +216,6 @@ class Int8Linear(nn.Module):
 
 
 # ------------------------------------------------------------- static scales, fused layer
-# The oneDNN post-op names for the MLP activations that can run inside the GEMM.
-_FUSED_ACTIVATIONS = {"gelu": ("gelu", "none"), "gelu_new": ("gelu", "tanh"),
-                      "gelu_pytorch_tanh": ("gelu", "tanh"), "relu": ("relu", "")}
-
-
 class StaticQuant:
     """Static asymmetric uint8 quantization of a (T, in) activation, per tensor, with an
     optional per-channel smoothing divisor folded into the multiplier:
@@ -258,7 +256,7 @@ class StaticInt8Linear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.in_quant, self.out_quant = in_quant, out_quant
-        self.post_op, self.post_op_algorithm = _FUSED_ACTIVATIONS[activation] if activation else ("none", "")
+        self.post_op, self.post_op_algorithm = ONEDNN_POST_OPS[activation] if activation else ("none", "")
         wq, w_scale, bias = _linear_int8(linear, smooth, wmax)
         self.register_buffer("weight_int8", pack_weight(wq, "onednn"), persistent=False)
         self.register_buffer("weight_scale", w_scale, persistent=False)
@@ -403,7 +401,7 @@ def int8_scheme(encoder: nn.Module) -> str:
     """``"static"``: :class:`Int8Layer`, every GEMM with static input scales and a fused
     epilogue -- needs oneDNN's int8 linear and an activation it can fuse;
     ``"dynamic"``: :class:`Int8Linear` in the float layers, per-token scales, any build."""
-    if gemm_backend() == "onednn" and encoder.config.hidden_act in _FUSED_ACTIVATIONS:
+    if gemm_backend() == "onednn" and encoder.config.hidden_act in ONEDNN_POST_OPS:
         return "static"
     return "dynamic"
 

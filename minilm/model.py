@@ -18,19 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import MPNET_NUM_BUCKETS, EncoderConfig
+from .linear import Linear
 from .varlen import VarlenBatch, pad_input, run_blocks, unpad_input
 
 logger = logging.getLogger(__name__)
-
-
-_ACTIVATIONS = {
-    "gelu": lambda x: F.gelu(x),
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-}
 
 
 def _embedding(num: int, dim: int) -> nn.Embedding:
@@ -73,8 +64,8 @@ class Attention(nn.Module):
         self.num_heads = cfg.num_attention_heads
         self.head_dim = cfg.head_dim
         # One (3 * hidden, hidden) matmul instead of three: fewer, larger GEMMs.
-        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
-        self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.qkv = Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.out = Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, x: Tensor, batch: VarlenBatch, backend: str) -> Tensor:
         T, H = x.shape
@@ -271,12 +262,12 @@ class RelativePositionBias(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
-        self.act = _ACTIVATIONS[cfg.hidden_act]
+        self.up = Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.down = Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.act = cfg.hidden_act  # an ACTIVATIONS name (EncoderConfig checks it)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down(self.act(self.up(x)))
+        return self.down(self.up(x, activation=self.act))  # (total_tokens, hidden)
 
 
 class Layer(nn.Module):
