@@ -151,15 +151,26 @@ def quantize_rows(x: Tensor, inv_smooth: Optional[Tensor]) -> tuple[Tensor, Tens
     Written for few passes over memory, which is what these elementwise steps cost: abs and
     a reduction, one fused multiply-add, one truncating cast.
     """
+    owned = inv_smooth is not None or x.dtype != torch.float32  # x is then a temporary of ours
     x = x.float()
     if inv_smooth is not None:
         x = x * inv_smooth
-    # abs().amax() measures many times faster than linalg.vector_norm(inf) on CPU.
-    amax = x.abs().amax(1, keepdim=True).clamp_min_(1e-8)  # (T, 1)
+    # max(amax, -amin): two read-only passes, where abs().amax() wrote a (T, in) temporary
+    # (x1.2-1.4 on 2048 x 1536; linalg.vector_norm(inf) was several times slower than both).
+    amax = torch.maximum(x.amax(1, keepdim=True), x.amin(1, keepdim=True).neg_()).clamp_min_(1e-8)  # (T, 1)
     # x * 127 / amax lies in [-127, 127]; adding 128.5 and truncating rounds it (ties upward)
-    # into [1, 255], so no clamp is needed.
-    q = torch.addcmul(_HALF_OFFSET, x, 127.0 / amax).to(torch.uint8)
+    # into [1, 255], so no clamp is needed. Written over our temporary: a fresh 12 MB buffer
+    # per batch cost as much as the arithmetic (page faults), and the codes are the same.
+    q = to_codes(torch.addcmul(_HALF_OFFSET, x, 127.0 / amax, out=x if owned else None))
     return q, amax.mul_(1.0 / 127.0)
+
+
+def to_codes(t: Tensor) -> Tensor:
+    """float values in [0, 256) -> uint8, truncating. Through int16: ATen converts float to
+    uint8 element by element but float to int16 and int16 to uint8 vectorized, so the two casts
+    take a quarter of the time of one (2048 x 384: 50 against 220 us on a Zen 4), and give the
+    same codes."""
+    return t.to(torch.int16).to(torch.uint8)
 
 
 _HALF_OFFSET = torch.tensor(128.5)
@@ -238,7 +249,7 @@ class StaticQuant:
             t = torch.add(self._offset, x.float(), alpha=1.0 / self.scale)
         else:  # the float32 multiplier promotes a bf16 x without a separate cast
             t = torch.addcmul(self._offset, x, self.multiplier)
-        return t.clamp_(0.0, 255.9).to(torch.uint8)
+        return to_codes(t.clamp_(0.0, 255.9))
 
     def dequantize(self, q: Tensor) -> Tensor:
         """The float value of each code, for references and tests."""

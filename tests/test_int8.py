@@ -107,6 +107,32 @@ def test_static_quant_codes_match_their_definition(rows):
     assert int((ref == 0).sum()) > 0 and int((ref == 255).sum()) > 0  # the clamps were exercised
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("smoothed", [False, True])
+def test_per_token_codes_match_their_definition_and_leave_the_input(dtype, smoothed):
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randn(333, 200, generator=g) * torch.rand(333, 1, generator=g) * 9).to(dtype)
+    x[5] = 0.0  # an all-zero row: its scale is clamped, its codes are the offset
+    inv = torch.rand(200, generator=g) + 0.5 if smoothed else None
+    before = x.clone()
+    q, scale = int8.quantize_rows(x, inv)
+    assert torch.equal(x, before)  # the codes may be written over a temporary, never the input
+    xs = x.double() * (inv.double() if smoothed else 1.0)
+    amax = xs.abs().amax(1, keepdim=True).clamp_min(1e-8)
+    ref = torch.floor(xs * 127 / amax + 128.5)
+    assert q.dtype == torch.uint8 and scale.shape == (333, 1)
+    torch.testing.assert_close(scale.double(), amax / 127, rtol=1e-6, atol=0)
+    diff = (q.double() - ref).abs()
+    assert float(diff.max()) <= 1 and float(diff.mean()) < 0.01
+    assert int(q.min()) >= 1 and bool((q[5] == 128).all())
+
+
+def test_to_codes_truncates_like_a_direct_cast():
+    t = torch.cat([torch.linspace(0, 255.99, 100_003), torch.tensor([0.0, 0.5, 1.0, 127.5, 254.999, 255.0, 255.9])])
+    assert torch.equal(int8.to_codes(t), t.to(torch.uint8))
+    assert torch.equal(int8.to_codes(t), torch.floor(t.double()).to(torch.int64).to(torch.uint8))
+
+
 @pytest.mark.skipif(int8.gemm_backend() != "onednn", reason="this torch build has no oneDNN int8 linear")
 @pytest.mark.parametrize("epilogue", ["float", "residual", "gelu_uint8"])
 @pytest.mark.parametrize("rows", [1, 17, 700])
