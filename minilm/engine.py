@@ -65,9 +65,13 @@ def resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
 
 
 def cpu_has_native(dtype: torch.dtype) -> bool:
+    """Whether this CPU has dot-product instructions for ``dtype``. For bf16 that is
+    AVX512_BF16 or AMX-BF16 (:func:`minilm.cpu_features.has_bf16_dot`); torch's own probe
+    also says yes on AVX-512 CPUs without them (Skylake-X), where oneDNN converts to float32
+    and bf16 runs no faster than float32."""
+    if dtype == torch.bfloat16:
+        return has_bf16_dot()
     try:
-        if dtype == torch.bfloat16:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         if dtype == torch.float16:
             return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
     except (AttributeError, RuntimeError):  # older torch builds without these probes

@@ -13,16 +13,17 @@ import torch.nn.functional as F
 
 from minilm import linear as L
 from minilm.config import SUPPORTED_ACTIVATIONS
-from minilm.engine import cpu_has_native
 
 needs_onednn = pytest.mark.skipif(not L._AVAILABLE, reason="no oneDNN linear ops in this torch build / CPU")
 TOL = {torch.float32: 2e-5, torch.bfloat16: 2e-2}
 
 
 def _packs(dtype) -> bool:
-    # oneDNN packs bf16 weights only where it runs bf16 natively (AVX512BW/VL/DQ or
-    # AVX-NE-CONVERT, within any ONEDNN_MAX_CPU_ISA cap): torch's own probe says where.
-    return L._AVAILABLE and cpu_has_native(dtype)
+    # oneDNN packs bf16 weights where it runs bf16 at all (AVX512BW/VL/DQ or AVX-NE-CONVERT,
+    # within any ONEDNN_MAX_CPU_ISA cap): torch's own probe says where.
+    if not L._AVAILABLE:
+        return False
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _layer(k, n, dtype, seed=0):
