@@ -36,6 +36,16 @@ def cpu_flag_set() -> set[str]:
     return set(cpu_flags())
 
 
+def cpu_banner(torch, threads: Optional[int], isa_flags: tuple[str, ...]) -> str:
+    """Set torch's thread count (when given) and say what the CPU numbers depend on: the
+    model, those of ``isa_flags`` the CPU has, torch's version and threads."""
+    if threads:
+        torch.set_num_threads(threads)
+    flags = cpu_flag_set()
+    return (f"CPU: {cpu_model_name()}; flags: {', '.join(f for f in isa_flags if f in flags) or 'none listed'}; "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+
 def setup(smoke: bool):
     """Import torch (and set TRITON_INTERPRET for CPU smoke runs before triton loads)."""
     import torch

@@ -49,11 +49,7 @@ def main(argv=None) -> int:
     C.import_kernels()  # puts this checkout's minilm first on sys.path
     from minilm.model import fastest_cpu_attention, math_attention
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    flags = C.cpu_flag_set()
-    print(f"CPU: {C.cpu_model_name()}; flags: {', '.join(f for f in ISA_FLAGS if f in flags) or 'none listed'}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(C.cpu_banner(torch, args.threads, ISA_FLAGS))
     print("\n| dtype | n | g | sdpa ms | math ms | picked | picked tokens/s | picked GFLOP/s |")
     print("|---|---|---|---|---|---|---|---|")
     gen = torch.Generator().manual_seed(0)

@@ -7,8 +7,9 @@ a 2-core Zen 4 (AVX-512, AVX512_BF16), per GEMM of all-MiniLM-L6-v2: float32 14-
 than MKL, bfloat16 5-20% (more for small batches). With the MLP's GELU fused into the
 up-projection's epilogue (one pass and one (tokens, 1536) buffer fewer per layer: float32 x1.13
 on long text; bfloat16 x0.99-1.04, in the noise), end to end against ``F.linear`` in one process
-(``enabled`` flipped between interleaved runs): float32 x1.22 on 256-token text and x1.17 on
-sentences, bfloat16 x1.12 and x1.08. Under an AVX2 cap, float32 was even with MKL.
+(``enabled`` flipped between interleaved runs, ``benchmarks/bench_cpu_linear.py``): float32
+x1.22-1.27 on 256-token text and x1.12-1.17 on sentences, bfloat16 x1.10-1.12 and x1.08-1.16.
+Under an AVX2 cap, float32 was even with MKL.
 
 bfloat16 products are bit-identical to ``F.linear`` (the fused GELU rounds once instead of
 twice, so the MLP's bf16 output is not). float32 ones differ at rounding level

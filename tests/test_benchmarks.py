@@ -26,6 +26,7 @@ SMOKE_ARGS = {
     "prepare_gpu_carry.py": ["--smoke", "--out", "{tmp}"],
     "bench_cpu_peers.py": ["--smoke"],
     "bench_cpu_attention.py": ["--smoke"],
+    "bench_cpu_linear.py": ["--smoke"],
     "bench_stream_rss.py": ["--smoke", "--workdir", "{tmp}"],
     "summarize.py": ["--smoke"],
 }
@@ -39,7 +40,7 @@ def test_every_benchmark_script_has_a_smoke_run():
 @pytest.mark.parametrize("script", list(SMOKE_ARGS))
 def test_benchmark_smoke_run(script, tmp_path, monkeypatch, capsys):
     if script.startswith("bench_") and script not in ("bench_encode.py", "bench_cpu_peers.py", "bench_stream_rss.py",
-                                                                "bench_cpu_attention.py"):
+                                                                "bench_cpu_attention.py", "bench_cpu_linear.py"):
         pytest.importorskip("triton")
     if script in ("bench_encode.py", "bench_gpu_pipeline.py", "prepare_gpu_carry.py", "bench_cpu_peers.py",
                   "bench_stream_rss.py"):
