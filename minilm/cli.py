@@ -139,28 +139,16 @@ def _check_writable(out: Path, what: str) -> None:
 
 # ------------------------------------------------------------------------------- model, device
 def _check_device(device: Optional[str]) -> None:
-    """Refuse a device this machine does not have, naming what it does have."""
+    """Refuse a device this machine does not have, naming what it does have: the library's
+    own check (``inputs.resolve_device``), as one CLI error line."""
     if device is None:
         return
-    import torch
+    from .inputs import resolve_device
 
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise CLIError(f"--device {device!r} is not a device name ({e}); use cpu, cuda or cuda:N") from None
-    from .inputs import available_devices
-
-    available = available_devices()
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            why = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
-                   else "no CUDA GPU is visible to this process")
-            raise CLIError(f"--device {device}: CUDA is not available ({why}; torch {torch.__version__}); "
-                           f"available devices: {', '.join(available)}")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise CLIError(f"--device {device}: there is no such GPU; available devices: {', '.join(available)}")
-    elif dev.type == "meta":
-        raise CLIError(f"--device meta cannot hold data; available devices: {', '.join(available)}")
+        resolve_device(device)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"--device {device}: {e}") from None
 
 
 def _load_model(args: argparse.Namespace):

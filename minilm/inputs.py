@@ -150,7 +150,8 @@ def resolve_device(device: Any) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError) as e:
-        raise ValueError(f"Invalid device {str(device)!r}: {e}. Available: {', '.join(available_devices())}") from e
+        raise ValueError(f"Invalid device {str(device)!r}: it is not a device name ({e}); use cpu, cuda or "
+                         f"cuda:N. Available: {', '.join(available_devices())}") from e
     if dev.type == "cpu":
         return dev
     where = f"on this machine (torch {torch.__version__}); available: {', '.join(available_devices())}"
@@ -160,7 +161,9 @@ def resolve_device(device: Any) -> torch.device:
                          f"{', '.join(available_devices())}")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} requested but CUDA is not available {where}")
+            why = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA GPU is visible to this process")
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available ({why}) {where}")
         n = torch.cuda.device_count()
         if dev.index is not None and dev.index >= n:
             raise ValueError(f"device {str(device)!r} requested but there {'is' if n == 1 else 'are'} only {n} "

@@ -64,14 +64,14 @@ def test_device_cuda_without_cuda_is_one_line(tiny_folder, device):
     r = _run(["encode", "--model", str(tiny_folder), "--device", device, "hello"])
     line = _one_error_line(r.stderr)
     assert r.returncode == 2
-    assert device in line and "CUDA is not available" in line and "available devices: cpu" in line
+    assert device in line and "CUDA is not available" in line and "available: cpu" in line
     r = _run(["search", "-", "x", "--model", str(tiny_folder), "--device", device], input="a\nb\n")
     assert r.returncode == 2 and "CUDA is not available" in _one_error_line(r.stderr, "search")
 
 
 def test_device_that_is_no_device(tiny_folder, capsys):
     assert main(["encode", "--model", str(tiny_folder), "--device", "gpu0", "hello"]) == 2
-    assert "'gpu0' is not a device name" in _one_error_line(capsys.readouterr().err)
+    assert "'gpu0': it is not a device name" in _one_error_line(capsys.readouterr().err)
 
 
 def test_library_load_errors_become_one_line(tiny_folder, capsys, monkeypatch):
