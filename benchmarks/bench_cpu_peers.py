@@ -24,7 +24,7 @@ get a venv of their own:
     python benchmarks/bench_cpu_peers.py --smoke    # minilm only, tiny, no data needed
 
 An AVX2-only CPU can be emulated on a newer one by capping the libraries' instruction sets
-(see ``ISA_CAPS``); the table then says so:
+(see ``minilm.cpu_features.ISA_CAP_VARIABLES``); the table then says so:
 
     ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 \
         ../peers-venv/bin/python benchmarks/bench_cpu_peers.py --engines "ST torch fp32,minilm"
@@ -56,17 +56,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import minilm  # noqa: E402
 from _common import cpu_flag_set, cpu_model_name  # noqa: E402
+from minilm.cpu_features import isa_caps  # noqa: E402
 from bench_encode import PeakMemory, cosines, data_dir, load_long, load_short, spearman  # noqa: E402
 
 SMOKE_TEXTS = ["A man is playing a guitar.", "Two dogs run across a snowy field.", "ok",
                "The committee will meet again after the summer holidays to review the budget. " * 6,
                "How do I reset my password?", "Heavy rain flooded the valley overnight."]
-
-
-# Environment variables that make oneDNN, MKL and ATen's own kernels use an older instruction
-# set, to emulate, e.g., an AVX2-only CPU on an AVX-512 one (set them before Python starts):
-#   ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2
-ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
 
 
 def cpu_flags() -> dict[str, bool]:
@@ -187,7 +182,7 @@ def main(argv=None) -> int:
     flags = cpu_flags()
     print(f"# bench_cpu_peers  {cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
     print("# CPU flags: " + " ".join(f"{k}={'yes' if v else 'no'}" for k, v in flags.items()))
-    caps = {k: os.environ[k] for k in ISA_CAPS if k in os.environ}
+    caps = isa_caps()
     if caps:  # an older CPU emulated on this one: the libraries were told to use less
         print("# instruction sets capped by: " + " ".join(f"{k}={v}" for k, v in caps.items()))
     print(f"# python {platform.python_version()}  torch {torch.__version__}  minilm {minilm.__version__}"

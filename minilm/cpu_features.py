@@ -11,6 +11,18 @@ from __future__ import annotations
 
 import os
 
+# Environment variables that make oneDNN, MKL and ATen's own kernels use an older instruction
+# set (``MKL_CBWR`` pins MKL's code path), so that an AVX-512 machine can emulate, e.g., an
+# AVX2-only CPU when they are set before Python starts:
+#   ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "MKL_CBWR")
+
+
+def isa_caps() -> dict[str, str]:
+    """Those of :data:`ISA_CAP_VARIABLES` that are set, with their values."""
+    return {k: os.environ[k] for k in ISA_CAP_VARIABLES if os.environ.get(k)}
+
+
 _INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 _BF16_DOT_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 # Substrings of the ONEDNN_MAX_CPU_ISA values that admit each instruction family

@@ -50,3 +50,13 @@ def test_onednn_cap_takes_instructions_away(fake_cpu, monkeypatch, cap, int8_dot
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
     assert cpu_features.has_int8_dot() is int8_dot
     assert cpu_features.has_bf16_dot() is bf16_dot
+
+
+def test_isa_caps_lists_only_the_cap_variables_that_are_set(monkeypatch):
+    for v in cpu_features.ISA_CAP_VARIABLES:
+        monkeypatch.delenv(v, raising=False)
+    assert cpu_features.isa_caps() == {}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_CBWR", "")  # set but empty: no cap
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # not an instruction-set cap
+    assert cpu_features.isa_caps() == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
