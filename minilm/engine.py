@@ -111,7 +111,7 @@ class CpuStrategy:
     tokens so a layer's activations stay in cache (measured on a 2-core EPYC: ~1.4x on long
     text against 32 x 256-token batches, benchmarks/bench_encode.py --max-batch-tokens) and
     filled with short texts past ``batch_size`` (:meth:`Engine.plan_batches`), and every batch
-    padded to at least 16 rows."""
+    padded to a multiple of 64 rows (at least 16)."""
 
     chunk_size = 8192
     max_batch_tokens: Optional[int] = 2048
@@ -120,11 +120,19 @@ class CpuStrategy:
     # where weights are not packed, anything under 12 rows); a filler sequence keeps every
     # batch on one path, so a text's embedding does not depend on its batch's size.
     min_gemm_rows = 16
+    # oneDNN, which runs every CPU linear (minilm/linear.py), builds and caches one kernel per
+    # GEMM shape, up to 1,024 of them per cache by default: with every pass a different token
+    # count, a long in-process run grew by about 0.7 MB per distinct count (1 GB after 1,500).
+    # Padding each pass to a multiple of this many rows keeps the counts, and the caches, to a
+    # few dozen, for at most 63 filler rows a pass.
+    gemm_rows_step = 64
 
     def to_device(self, ids: list[list[int]], position_offset: int, device: torch.device):
         n_real, t_real = len(ids), sum(len(s) for s in ids)
-        if 0 < t_real < self.min_gemm_rows:
-            ids = ids + [[ids[0][0]] * (self.min_gemm_rows - t_real)]
+        if t_real > 0:
+            rows = max(self.min_gemm_rows, -(-t_real // self.gemm_rows_step) * self.gemm_rows_step)
+            if rows > t_real:
+                ids = ids + [[ids[0][0]] * (rows - t_real)]
         return make_varlen_batch(ids, position_offset, with_token_types=False), n_real, t_real
 
     def sentence_embeddings(self, engine: "Engine", texts: Sequence[str], request: "EncodeRequest",

@@ -77,12 +77,41 @@ def test_strategies_per_device_and_the_engine_defaults_follow_them(ml_real):
         eng.max_batch_tokens = eng.chunk_size = None
 
 
-def test_cpu_strategy_pads_tiny_batches_to_the_gemm_minimum():
-    batch, n_real, t_real = CpuStrategy().to_device([[101, 7, 102]], 0, torch.device("cpu"))
-    assert (n_real, t_real) == (1, 3)
-    assert batch.total_tokens == CpuStrategy.min_gemm_rows and batch.batch_size == 2
-    ref = make_varlen_batch([[101, 7, 102]], with_token_types=False)
-    assert torch.equal(batch.input_ids[:3], ref.input_ids)
+@pytest.mark.parametrize("lengths, rows, seqs", [
+    ([3], 64, 2),            # a tiny batch: one filler sequence up to the step
+    ([40, 24], 64, 2),       # already a multiple of the step: no filler
+    ([40, 25], 128, 3),
+    ([300, 200, 100], 640, 4),
+])
+def test_cpu_strategy_pads_each_pass_to_the_gemm_row_step(lengths, rows, seqs):
+    ids = [[101] + [7] * (n - 2) + [102] for n in lengths]
+    batch, n_real, t_real = CpuStrategy().to_device(ids, 0, torch.device("cpu"))
+    assert (n_real, t_real) == (len(lengths), sum(lengths))
+    assert batch.total_tokens == rows and batch.batch_size == seqs
+    assert rows >= CpuStrategy.min_gemm_rows and rows % CpuStrategy.gemm_rows_step == 0
+    ref = make_varlen_batch(ids, with_token_types=False)
+    assert torch.equal(batch.input_ids[:t_real], ref.input_ids)
+    assert torch.equal(batch.cu_seqlens[:len(lengths) + 1], ref.cu_seqlens)
+
+
+def test_cpu_passes_take_few_distinct_row_counts(ml_real, monkeypatch):
+    """oneDNN caches a kernel per GEMM shape: a run of many calls must reuse a few shapes."""
+    seen = set()
+    real = CpuStrategy.to_device
+
+    def spy(self, ids, offset, device):
+        batch, n, t = real(self, ids, offset, device)
+        seen.add(batch.total_tokens)
+        return batch, n, t
+
+    monkeypatch.setattr(CpuStrategy, "to_device", spy)
+    rng = np.random.default_rng(1)
+    words = "the quick brown fox jumps over a lazy dog while it rains in the valley".split()
+    for _ in range(40):
+        texts = [" ".join(rng.choice(words, int(rng.integers(2, 40)))) for _ in range(int(rng.integers(1, 90)))]
+        ml_real.encode(texts)
+    # Passes of at most 2,048 tokens in 64-row steps: 32 shapes at most, whatever the texts.
+    assert len(seen) <= 32, sorted(seen)
 
 
 def test_plan_batches_respects_batch_size_and_token_budget(ml_real):
