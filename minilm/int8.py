@@ -148,8 +148,8 @@ def _zero_points(w_scale: Tensor) -> Tensor:
 def quantize_rows(x: Tensor, inv_smooth: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """(T, in) float -> ((T, in) uint8 = round(x / s / scale) + 128, (T, 1) float32 scale).
 
-    Written for few passes over memory, which is what these elementwise steps cost: abs and
-    a reduction, one fused multiply-add, one truncating cast.
+    Written for few passes over memory, which is what these elementwise steps cost: two
+    read-only reductions, one fused multiply-add written in place, one truncating cast.
     """
     owned = inv_smooth is not None or x.dtype != torch.float32  # x is then a temporary of ours
     x = x.float()
