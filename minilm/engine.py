@@ -93,11 +93,12 @@ def choose_backend(device: torch.device, dtype: torch.dtype) -> str:
     on CPUs with bf16 dot products, the faster of SDPA and plain matmuls by length), the Triton
     kernels on CUDA, padded SDPA on CUDA without Triton."""
     if device.type == "cpu":
-        if dtype != torch.float32 and not cpu_has_native(dtype):
+        native = cpu_has_native(dtype)
+        if not native:
             logger.warning("This CPU has no native %s matrix units (AVX512-BF16/AMX/AVX512-FP16); %s runs "
                            "emulated and is typically slower than float32 here", dtype, dtype)
         # Emulated bf16 matmuls made long-text attention 2x slower than SDPA's (AVX2 cap, 256 tokens).
-        return "math_runs" if dtype == torch.bfloat16 and has_bf16_dot() else "sdpa_runs"
+        return "math_runs" if dtype == torch.bfloat16 and native else "sdpa_runs"
     if device.type == "cuda":
         if triton_available():
             return "triton"

@@ -118,7 +118,4 @@ class Linear(nn.Linear):
 
     def __getstate__(self):
         # A packed oneDNN tensor cannot be pickled or deep-copied; it is rebuilt on demand.
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        state = dict(state)
-        state["_packed"] = None
-        return state
+        return {**self.__dict__, "_packed": None}
