@@ -8,6 +8,10 @@
 # Full logs go to $OUT (when set) and benchmarks/out/; the console gets a short summary
 # last. A failing step is reported and the run goes on; the exit status is nonzero if
 # any step failed. GPU_BUDGET_S (default 460) caps the whole run (issue 11: within 8 minutes).
+# GPU_STEPS (comma-separated step names, default all) runs a subset, for a short call that
+# fills in what an earlier run left unmeasured, e.g.
+#   GPU_STEPS=bench_attention,bench_pooling bash benchmarks/gpu_all.sh
+# PIPELINE_ARGS are extra arguments for bench_gpu_pipeline.py (e.g. --sections scale).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +27,8 @@ if [ -z "${MINILM_DATA_DIR:-}" ] && [ ! -d ../shared/data ] && [ -d .gpu_carry ]
 fi
 # BENCH_ARGS=--smoke checks the plumbing on a CPU machine (interpreter, tiny sizes).
 BENCH_ARGS="${BENCH_ARGS:-}"
+PIPELINE_ARGS="${PIPELINE_ARGS:-}"
+GPU_STEPS="${GPU_STEPS:-all}"
 START=$SECONDS
 FAILED=()
 STEPS=()
@@ -31,9 +37,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 "$PY" -c 'import sys, torch, triton; print(f"python {sys.version.split()[0]} torch {torch.__version__} triton {triton.__version__} cuda {torch.version.cuda}")' || true
 [ -f .gpu_carry/scifact_lengths.json ] || echo "WARNING: .gpu_carry/scifact_lengths.json missing: synthetic lengths"
 
+selected() { [[ "$GPU_STEPS" == all || ",$GPU_STEPS," == *",$1,"* ]]; }
+
 # step NAME CAP_SECONDS CMD...: run with a timeout of min(CAP, time left - 20 s).
 step() {
   local name=$1 cap=$2; shift 2
+  selected "$name" || return 0
   local left=$(( BUDGET - (SECONDS - START) - 20 ))
   local limit=$(( cap < left ? cap : left ))
   if (( limit < 15 )); then
@@ -51,7 +60,7 @@ step() {
 step cuda_tests 180 "$PY" -m pytest -q -m cuda -p no:cacheprovider tests/
 # Issue 11: default batch and sweep for both engines, GPU-busy share, tokenize-only rate,
 # cold start, the 200k-text scale run; its JSON feeds the summary below.
-step gpu_pipeline 260 "$PY" benchmarks/bench_gpu_pipeline.py $BENCH_ARGS
+step gpu_pipeline 260 "$PY" benchmarks/bench_gpu_pipeline.py $BENCH_ARGS $PIPELINE_ARGS
 # Kernel benchmarks last: they were measured before (benchmarks/RESULTS.md) and are
 # skipped when the budget runs out.
 step bench_attention 60 "$PY" benchmarks/bench_attention.py --dtypes float16 $BENCH_ARGS
@@ -64,7 +73,8 @@ PIPE_JSON=benchmarks/out/gpu_pipeline.json
 if [ -n "$BENCH_ARGS" ]; then PIPE_JSON=benchmarks/out/gpu_pipeline_smoke.json; fi
 {
   "$PY" benchmarks/summarize.py $BENCH_ARGS || true
-  if [ -f "$PIPE_JSON" ]; then "$PY" benchmarks/bench_gpu_pipeline.py --summary "$PIPE_JSON" || true
+  if ! selected gpu_pipeline; then :  # an older run's JSON would read as this run's
+  elif [ -f "$PIPE_JSON" ]; then "$PY" benchmarks/bench_gpu_pipeline.py --summary "$PIPE_JSON" || true
   else echo "no $PIPE_JSON: the gpu_pipeline step did not finish"; fi
 } | tee "$LOG_DIR/summary.txt"
 echo "steps: ${STEPS[*]:-none}"

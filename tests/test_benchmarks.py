@@ -4,6 +4,7 @@ share its imports; on CPU the kernel benchmarks go through the Triton interprete
 
 from __future__ import annotations
 
+import os
 import runpy
 import subprocess
 import sys
@@ -65,3 +66,16 @@ def test_gpu_script_parses_and_documents_its_smoke_mode():
     r = subprocess.run(["bash", "-n", str(BENCH / "gpu_all.sh")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "BENCH_ARGS=--smoke" in (BENCH / "gpu_all.sh").read_text()
+
+
+def test_gpu_script_runs_only_the_steps_named_in_gpu_steps(tmp_path):
+    # A short device call runs a subset (what an earlier run left unmeasured); the steps left
+    # out must not run, and an older pipeline JSON must not be summarized as this run's.
+    pytest.importorskip("triton")
+    env = {**os.environ, "BENCH_ARGS": "--smoke", "TRITON_INTERPRET": "1", "OUT": str(tmp_path),
+           "PYTHON": sys.executable, "GPU_STEPS": "bench_pooling"}
+    r = subprocess.run(["bash", str(BENCH / "gpu_all.sh")], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "steps: bench_pooling rc=0" in r.stdout
+    assert sorted(p.name for p in tmp_path.glob("*.log")) == ["bench_pooling.log"]
+    assert "ISSUE 11 GOALS" not in r.stdout
