@@ -42,6 +42,7 @@ import torch  # noqa: E402
 
 import minilm  # noqa: E402
 from minilm import cuda_pipeline as cp  # noqa: E402
+from minilm import engine as engine_mod  # noqa: E402
 from minilm.engine import EncodeRequest  # noqa: E402
 
 GOALS = {"default_share": 0.90, "busy": 0.70, "short_tok_s": 2.5e6, "long_tok_s": 3.5e6, "tokenize_share": 0.85,
@@ -195,6 +196,63 @@ def section_tokenize(args, ml, workloads, res):
     res["tokenize"] = out
 
 
+# Chunk schedules of the CUDA sentence path: (CudaStrategy.first_chunk, ramp_upto_chunks,
+# tokenize_ahead), or None for the strategy's defaults. "fixed chunks, 1 ahead" is the
+# schedule before the ramp.
+CHUNK_SCHEDULES = {"fixed chunks, 1 ahead": (None, 0, 1), "ramped chunks, 1 ahead": (512, 10**9, 1),
+                   "fixed chunks, 2 ahead": (None, 0, 2), "ramped chunks, 2 ahead": (512, 10**9, 2),
+                   "default": None}
+
+
+def section_chunks(args, ml, workloads, res):
+    """encode() from text under each chunk schedule, interleaved, against tokenize-only: the
+    share of the tokenizer's rate is what the schedule can move."""
+    base = workloads["short"]
+    loads = {**workloads, "short_x8": [f"{base[i % len(base)]} {i}" for i in range(8 * len(base))]}
+    schedules = {k: CHUNK_SCHEDULES[k] for k in args.chunk_schedules.split(";")} if args.chunk_schedules \
+        else CHUNK_SCHEDULES
+    order = args.chunk_workloads.split(",") if args.chunk_workloads else list(loads)
+    rows = []
+    for wname in order:
+        texts = loads[wname]
+        ntok = sum(map(len, ml.tokenizer.encode(texts)))
+        ref, times = None, {name: [] for name in schedules}
+        tok_times = []
+        for rep in range(args.repeats + 1):  # the first round warms every schedule up
+            t0 = time.perf_counter()
+            ml.tokenizer.encode(texts)
+            if rep:
+                tok_times.append(time.perf_counter() - t0)
+            for name, schedule in schedules.items():
+                # Pinned on the CPU too (smoke runs): the CUDA pipeline runs there, eagerly.
+                strategy = engine_mod.CudaStrategy()
+                if schedule is not None:
+                    strategy.first_chunk, strategy.ramp_upto_chunks, strategy.tokenize_ahead = schedule
+                ml.engine.strategy = strategy
+                emb, secs = timed(lambda: ml.encode(texts), args.device)
+                if rep:
+                    times[name].append(secs)
+                ref = emb if ref is None else ref
+                if not np.array_equal(emb, ref):
+                    raise AssertionError(f"chunk schedule {name!r} changed the embeddings")
+        ml.engine.strategy = None
+        runners = [pipe.runner for pipe in ml.engine._pipelines.values()]
+        graphs, eager = sum(len(r.graphs) for r in runners), sum(r.eager_runs for r in runners)
+        print(f"  chunks {wname}: {graphs} CUDA graphs held, {eager} eager batches so far")
+        tok_rate = ntok / min(tok_times)
+        for name, ts in times.items():
+            if ts:
+                r, med = ntok / min(ts), ntok / float(np.median(ts))
+                rows.append({"workload": wname, "texts": len(texts), "schedule": name, "tok_s": round(r),
+                             "tok_s_median": round(med), "share_of_tokenize": round(r / tok_rate, 3),
+                             "seconds": [round(t, 4) for t in ts]})
+                print(f"  chunks {wname:9} {name:24} {r:>12,.0f} tok/s (median {med:,.0f})  "
+                      f"{r / tok_rate:.0%} of tokenize-only")
+        rows.append({"workload": wname, "texts": len(texts), "schedule": "tokenize-only", "tok_s": round(tok_rate),
+                     "seconds": [round(t, 4) for t in tok_times]})
+    res["chunks"] = rows
+
+
 _STAGES = r"""
 import json, sys, time
 t0 = time.perf_counter(); import torch; t1 = time.perf_counter()
@@ -342,13 +400,18 @@ def summarize(res) -> list[tuple[str, str, str]]:
                       f"{sc.get('encode_first_s', '?')} s; "
                       f"CLI --output {sc['cli_s']} s, peak RSS {sc['cli_peak_rss_mb']} MB, "
                       f"max abs vs encode {sc['cli_max_abs_vs_encode']}", ""))
+    for r in res.get("chunks", []):
+        if "share_of_tokenize" in r:
+            lines.append((f"  chunk schedule ({r['workload']}, {r['texts']:,} texts): {r['schedule']}",
+                          f"{r['tok_s']:,} tok/s = {r['share_of_tokenize']:.0%} of tokenize-only", ""))
     return lines
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--sections", default="sweep,busy,tokenize,coldstart,scale", help="comma-separated subset")
+    ap.add_argument("--sections", default="sweep,busy,tokenize,coldstart,scale",
+                    help="comma-separated subset; also: chunks (chunk schedules A/B)")
     ap.add_argument("--short-n", type=int, default=30000, help="short texts (all of STS-B dev+train: ~14.5k)")
     ap.add_argument("--long-n", type=int, default=2101)
     ap.add_argument("--scale-n", type=int, default=200_000)
@@ -357,6 +420,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--model", default=None)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
+    ap.add_argument("--chunk-workloads", default=None, help="chunks section: workloads in order (short,long,short_x8)")
+    ap.add_argument("--chunk-schedules", default=None, help="chunks section: ';'-separated CHUNK_SCHEDULES names")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, any device: checks the plumbing")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -392,7 +457,8 @@ def main(argv=None) -> int:
 
     runs = {"sweep": sweep, "busy": lambda: section_busy(args, ml, workloads, res),
             "tokenize": lambda: section_tokenize(args, ml, workloads, res),
-            "coldstart": lambda: section_coldstart(args, res), "scale": lambda: section_scale(args, ml, workloads, res)}
+            "coldstart": lambda: section_coldstart(args, res), "scale": lambda: section_scale(args, ml, workloads, res),
+            "chunks": lambda: section_chunks(args, ml, workloads, res)}
     for name, run in runs.items():
         if name in sections:
             run()
@@ -405,6 +471,9 @@ def main(argv=None) -> int:
 
 def print_summary(res) -> None:
     lines = summarize(res)
+    if not lines:
+        print("\n(no goal lines: the sections run have none)")
+        return
     print(f"\n== ISSUE 11 GOALS ({res.get('device')}, torch {res.get('torch')}{', SMOKE' if res.get('smoke') else ''})")
     w0 = max(len(g) for g, _, _ in lines)
     for goal, measured, verdict in lines:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from collections import deque
 from itertools import chain
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Optional, Sequence
@@ -459,16 +460,59 @@ class CudaPipeline:
         return (out.float() if out.dtype == torch.bfloat16 else out).numpy()
 
 
-def prefetched(fn: Callable[[Sequence], object], items: Sequence, size: int) -> Iterator:
-    """``fn(items[i:i + size])`` chunk by chunk, computing the next chunk on a worker thread
-    while the caller works on the current one."""
-    if len(items) <= size:
-        if len(items):
+def chunk_sizes(n: int, size: int, first: Optional[int] = None) -> list[int]:
+    """How :func:`prefetched` cuts ``n`` items: chunks of at most ``size``; with ``first``,
+    the chunks start at ``first`` items and double up to ``size``, and toward the end each
+    takes half of what is left (never fewer than ``first``).
+
+    Why: on CUDA, ``encode`` from text is bound by the tokenizer, and the work it cannot
+    overlap is the first chunk's tokenization (nothing runs before it) and the last chunk's
+    forward and copy (no tokenization is left to hide them). Small chunks at both ends shrink
+    both, and full-size chunks in between keep the per-chunk overheads few.
+    """
+    if n <= 0:
+        return []
+    if first is None or first >= size:
+        return [size] * (n // size) + ([n % size] if n % size else [])
+    out, ramp = [], max(1, first)
+    while n > 0:
+        c = min(n, size, ramp, max(first, -(-n // 2)))
+        out.append(c)
+        n -= c
+        ramp *= 2
+    return out
+
+
+def prefetched(fn: Callable[[Sequence], object], items: Sequence, size: int, *,
+               first: Optional[int] = None, depth: int = 1) -> Iterator:
+    """``fn(chunk)`` for each chunk of ``items`` (cut by :func:`chunk_sizes`), in order,
+    computing chunks ahead on worker threads while the caller works on the current one: up to
+    ``depth`` full-size chunks, one at a time otherwise.
+
+    Two full-size chunks in flight let the tokenizer's native, GIL-free part of one run while
+    the other's ids are turned into Python lists, which holds the GIL. The small chunks at the
+    ends exist to shorten the serial head and tail, and a second tokenization running beside
+    one of them would only slow the one the device is waiting for.
+    """
+    sizes = chunk_sizes(len(items), size, first)
+    if len(sizes) <= 1:
+        if sizes:
             yield fn(items)
         return
-    with ThreadPoolExecutor(1, thread_name_prefix="minilm-tokenize") as pool:
-        pending = pool.submit(fn, items[:size])
-        for s in range(size, len(items) + size, size):
-            cur = pending.result()
-            pending = pool.submit(fn, items[s:s + size]) if s < len(items) else None
+    starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    spans = iter(zip(starts[:-1], starts[1:]))
+    nxt = next(spans, None)
+    with ThreadPoolExecutor(max(1, depth), thread_name_prefix="minilm-tokenize") as pool:
+        pending: deque = deque()
+
+        def fill():
+            nonlocal nxt
+            while nxt is not None and len(pending) < (depth if nxt[1] - nxt[0] >= size else 1):
+                pending.append(pool.submit(fn, items[nxt[0]:nxt[1]]))
+                nxt = next(spans, None)
+
+        fill()
+        while pending:
+            cur = pending.popleft().result()
+            fill()
             yield cur

@@ -23,7 +23,7 @@ SMOKE_ARGS = {
     "bench_pooling.py": ["--smoke"],
     "bench_encode.py": ["--smoke", "--out", "{tmp}"],
     # The cold-start and scale sections start CLI processes: minutes on a busy 2-core machine.
-    "bench_gpu_pipeline.py": ["--smoke", "--sections", "sweep,busy,tokenize", "--out", "{tmp}"],
+    "bench_gpu_pipeline.py": ["--smoke", "--sections", "sweep,busy,tokenize,chunks", "--out", "{tmp}"],
     "prepare_gpu_carry.py": ["--smoke", "--out", "{tmp}"],
     "bench_cpu_peers.py": ["--smoke"],
     "bench_cpu_attention.py": ["--smoke"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -358,6 +359,55 @@ def test_prefetched_chunks_in_order(n, size):
     assert got == [[x * 2 for x in items[s:s + size]] for s in range(0, n, size)]
     if n > size:
         assert all(t.startswith("minilm-tokenize") for t in seen)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 100, 513, 5000, 14498, 200_001])
+@pytest.mark.parametrize("size,first", [(64, 8), (8192, 512), (100, 100), (100, None), (7, 3)])
+def test_chunk_sizes_ramp_up_and_down(n, size, first):
+    got = cp.chunk_sizes(n, size, first)
+    assert sum(got) == n and all(0 < c <= size for c in got)
+    if first is None or first >= size:
+        assert got == [size] * (n // size) + ([n % size] if n % size else [])
+        return
+    if not got:
+        return
+    assert got[0] == min(n, first)
+    peak = got.index(max(got))
+    # Up: each chunk doubles the one before (or is capped); down: never grows again.
+    assert all(b <= 2 * a for a, b in zip(got[:peak], got[1:peak + 1]))
+    assert all(b <= a for a, b in zip(got[peak:], got[peak + 1:]))
+    assert got[-1] <= max(first, 1) or len(got) == 1
+    if n >= 8 * size:  # long inputs run mostly full-size chunks
+        assert got.count(size) >= len(got) - 2 * (size // first).bit_length() - 2
+
+
+def test_chunk_sizes_worked_example():
+    # 14,498 texts, chunks of 8,192 from 512: 512, 1,024, 2,048, 4,096 (up to 7,680 used);
+    # 6,818 left: half is 3,409; then 1,705 of 3,409; 852 of 1,704; 512 (the floor) of 852; 340.
+    assert cp.chunk_sizes(14498, 8192, 512) == [512, 1024, 2048, 4096, 3409, 1705, 852, 512, 340]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_prefetched_keeps_order_and_at_most_depth_chunks_in_flight(depth):
+    lock, live, most, small_beside_another = threading.Lock(), [0], [0], []
+
+    def fn(chunk):
+        with lock:
+            live[0] += 1
+            most[0] = max(most[0], live[0])
+            if len(chunk) < 32 and live[0] > 1:
+                small_beside_another.append(len(chunk))
+        time.sleep(0.01)
+        with lock:
+            live[0] -= 1
+        return list(chunk)
+
+    items = list(range(200))
+    got = list(cp.prefetched(fn, items, 32, first=4, depth=depth))
+    sizes = cp.chunk_sizes(200, 32, 4)
+    assert [len(c) for c in got] == sizes and sum(got, []) == items
+    assert most[0] == depth  # the consumer here is instant, so every worker is kept busy
+    assert small_beside_another == []  # ramp chunks are tokenized one at a time
 
 
 @pytest.mark.parametrize("triton_route", [False, pytest.param(True, marks=needs_interpreter)])

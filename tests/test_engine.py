@@ -176,6 +176,36 @@ def test_request_resolution_in_the_facade(real_model_path):
     assert not r.convert_to_numpy and not r.convert_to_tensor
 
 
+def test_cuda_strategy_chunk_schedule_is_wired_and_changes_no_embedding(real_model_path):
+    """CudaStrategy's schedule reaches the tokenizer's chunks (spied): a ramp for inputs of
+    up to ramp_upto_chunks chunks, fixed chunks beyond; and no schedule changes an embedding
+    bit."""
+    from minilm.cuda_pipeline import chunk_sizes
+
+    m = minilm.SentenceTransformer(str(real_model_path), device="cpu")
+    texts = [f"text {i} " + "word " * (i % 17) for i in range(301)]  # 4.7 chunks of 64
+    m.chunk_size = 64
+    seen = []
+    encode = m.engine.tokenizer.encode
+    m.engine.tokenizer.encode = lambda chunk: (seen.append(len(chunk)), encode(chunk))[1]
+    got = {}
+    try:
+        for first, upto, depth, ramped in ((None, 8, 1, False), (8, 8, 2, True), (8, 4, 2, False)):
+            strategy = CudaStrategy()
+            strategy.first_chunk, strategy.ramp_upto_chunks, strategy.tokenize_ahead = first, upto, depth
+            m.engine.strategy = strategy
+            seen.clear()
+            got[first, upto] = m.encode(texts, batch_size=8)
+            assert seen == chunk_sizes(len(texts), 64, 8 if ramped else None)
+    finally:
+        m.engine.tokenizer.encode = encode
+        m.engine.strategy = None
+        m.chunk_size = None
+    assert chunk_sizes(len(texts), 64, 8)[:4] == [8, 16, 32, 64]
+    for key in ((8, 8), (8, 4)):
+        np.testing.assert_array_equal(got[key], got[None, 8])
+
+
 def test_cuda_strategy_pipeline_runs_eagerly_on_cpu_and_matches(real_model_path):
     """The CUDA strategy's sentence path (token-budget batches, packed assembly, row scatter,
     host copies) pinned onto a CPU engine: eager, and equal to the CPU strategy's result."""
