@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from .cpu_features import has_bf16_dot, has_int8_dot
 from .linear import ACTIVATIONS, ONEDNN_POST_OPS
-from .model import fastest_cpu_attention, sdpa_per_run
+from .model import attention_per_run, fastest_cpu_attention
 
 logger = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ class Int8Layer(nn.Module):
     def forward(self, x: Tensor, batch, backend: str) -> Tensor:
         T, H = x.shape
         qkv = self.qkv(x, out_dtype=self.attn_dtype).view(T, 3, self.num_heads, self.head_dim)
-        o = sdpa_per_run(qkv, batch, bias=batch.attn_bias, pick=fastest_cpu_attention, scale=1.0)
+        o = attention_per_run(qkv, batch, bias=batch.attn_bias, pick=fastest_cpu_attention, scale=1.0)
         o = o.reshape(T, H)  # (total_tokens, hidden), attn_dtype
         # The residual adds write into their residual: the layer consumes its input, which
         # the encoder's loop rebinds and nothing else holds.

@@ -78,17 +78,17 @@ class Attention(nn.Module):
             o = varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, bias=batch.attn_bias,
                                  backend="triton", validate=False)
         elif backend == "sdpa_runs":
-            o = sdpa_per_run(qkv, batch, bias=batch.attn_bias)
+            o = attention_per_run(qkv, batch, bias=batch.attn_bias)
         elif backend == "math_runs":
-            o = sdpa_per_run(qkv, batch, bias=batch.attn_bias, pick=fastest_cpu_attention)
+            o = attention_per_run(qkv, batch, bias=batch.attn_bias, pick=fastest_cpu_attention)
         else:
             o = padded_sdpa(qkv, batch, bias=batch.attn_bias)
         return self.out(o.reshape(T, H))
 
 
-def sdpa_per_run(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None,
-                 pick: Optional[Callable[[int, torch.dtype], AttentionFn]] = None,
-                 scale: Optional[float] = None) -> Tensor:
+def attention_per_run(qkv: Tensor, batch: VarlenBatch, bias: Optional[Tensor] = None,
+                      pick: Optional[Callable[[int, torch.dtype], AttentionFn]] = None,
+                      scale: Optional[float] = None) -> Tensor:
     """Attention one call per run of equal-length sequences (the CPU path).
 
     qkv: (total_tokens, 3, heads, head_dim) -> (total_tokens, heads, head_dim)

@@ -10,7 +10,7 @@ import torch
 
 import minilm
 from conftest import cosines, spearman_x100
-from minilm.model import padded_sdpa, sdpa_per_run
+from minilm.model import attention_per_run, padded_sdpa
 from minilm.varlen import make_varlen_batch
 
 
@@ -23,12 +23,12 @@ def test_run_attention_matches_padded_attention(ml_real, sentences, paragraphs):
     batch = make_varlen_batch(ids, with_token_types=False)
     torch.manual_seed(0)
     qkv = torch.randn(batch.total_tokens, 3, 12, 32)
-    torch.testing.assert_close(sdpa_per_run(qkv, batch), padded_sdpa(qkv, batch), atol=2e-6, rtol=0)
+    torch.testing.assert_close(attention_per_run(qkv, batch), padded_sdpa(qkv, batch), atol=2e-6, rtol=0)
     # Unsorted batches still work (every run then has one sequence).
     random.Random(0).shuffle(ids)
     b2 = make_varlen_batch(ids, with_token_types=False)
     qkv2 = torch.randn(b2.total_tokens, 3, 12, 32)
-    torch.testing.assert_close(sdpa_per_run(qkv2, b2), padded_sdpa(qkv2, b2), atol=2e-6, rtol=0)
+    torch.testing.assert_close(attention_per_run(qkv2, b2), padded_sdpa(qkv2, b2), atol=2e-6, rtol=0)
 
 
 def _padded_reference_forward(enc, ids):
