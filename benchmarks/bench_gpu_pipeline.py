@@ -209,9 +209,13 @@ def section_chunks(args, ml, workloads, res):
     share of the tokenizer's rate is what the schedule can move."""
     base = workloads["short"]
     loads = {**workloads, "short_x8": [f"{base[i % len(base)]} {i}" for i in range(8 * len(base))]}
-    schedules = {k: CHUNK_SCHEDULES[k] for k in args.chunk_schedules.split(";")} if args.chunk_schedules \
-        else CHUNK_SCHEDULES
+    names = args.chunk_schedules.split(";") if args.chunk_schedules else list(CHUNK_SCHEDULES)
     order = args.chunk_workloads.split(",") if args.chunk_workloads else list(loads)
+    unknown = [n for n in names if n not in CHUNK_SCHEDULES] + [w for w in order if w not in loads]
+    if unknown:
+        raise SystemExit(f"--chunk-schedules / --chunk-workloads: unknown {unknown}; schedules are "
+                         f"{list(CHUNK_SCHEDULES)}, workloads {list(loads)}")
+    schedules = {k: CHUNK_SCHEDULES[k] for k in names}
     rows = []
     for wname in order:
         texts = loads[wname]
@@ -311,8 +315,8 @@ def section_scale(args, ml, workloads, res):
     texts = [f"{base[i % len(base)]} {i}" for i in range(args.scale_n)]
     ntok = sum(map(len, ml.tokenizer.encode(texts)))
     # The first call pays for whatever this process has not compiled or captured yet (all of
-    # it when the section runs alone: 7.65 s against the warm rate on an H100); it is reported
-    # apart, and the rate comes from the warm calls after it.
+    # it when the section runs alone in a fresh process: 7.65 s on an H100, against 1.61 s
+    # warm); it is reported apart, and the rate comes from the warm calls after it.
     _, first, _ = best_time(lambda: ml.encode(texts), args.device, 1)
     emb, secs, peak = best_time(lambda: ml.encode(texts), args.device, args.repeats)
     out = {"texts": len(texts), "tokens": ntok, "encode_first_s": round(first, 2), "encode_s": round(secs, 2),
