@@ -586,8 +586,7 @@ def _add_encode_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--prompt", default=None, help="text prepended to every input")
     e.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     e.add_argument("--chunk-size", type=int, default=None, metavar="N",
-                   help="texts read, embedded and written at a time (default: 8192 on CPU, 2048 on CUDA; "
-                        "1000 with --workers)")
+                   help="texts read, embedded and written at a time (default: 8192; 1000 with --workers)")
     e.add_argument("--resume", action="store_true",
                    help="continue an interrupted --input/--output run from OUTPUT.progress")
     e.add_argument("--workers", type=int, default=None, metavar="N",

@@ -175,7 +175,8 @@ class SentenceTransformer(nn.Module):
     @property
     def chunk_size(self) -> Optional[int]:
         """Texts tokenized and sorted together; bounds encode()'s working memory for huge
-        inputs. None: 8192 on CPU, 2048 on CUDA."""
+        inputs. None: the device's default, 8192 (on CUDA, ``encode`` also cuts the first and
+        last chunks of inputs up to four chunks long smaller: ``CudaStrategy``)."""
         return self.engine.chunk_size
 
     @chunk_size.setter
