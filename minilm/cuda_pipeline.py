@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from collections import deque
-from itertools import chain
+from itertools import accumulate, chain
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
@@ -499,17 +499,15 @@ def prefetched(fn: Callable[[Sequence], object], items: Sequence, size: int, *,
         if sizes:
             yield fn(items)
         return
-    starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-    spans = iter(zip(starts[:-1], starts[1:]))
-    nxt = next(spans, None)
+    starts = list(accumulate(sizes, initial=0))
+    spans = deque(zip(starts, starts[1:]))  # (start, end) of the chunks not yet submitted
     with ThreadPoolExecutor(max(1, depth), thread_name_prefix="minilm-tokenize") as pool:
         pending: deque = deque()
 
         def fill():
-            nonlocal nxt
-            while nxt is not None and len(pending) < (depth if nxt[1] - nxt[0] >= size else 1):
-                pending.append(pool.submit(fn, items[nxt[0]:nxt[1]]))
-                nxt = next(spans, None)
+            while spans and len(pending) < (depth if spans[0][1] - spans[0][0] == size else 1):
+                a, b = spans.popleft()
+                pending.append(pool.submit(fn, items[a:b]))
 
         fill()
         while pending:
